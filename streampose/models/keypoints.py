@@ -1,0 +1,202 @@
+"""PP-TinyPose top-down: person boxes → affine crops → one batched model call → keypoints.
+
+The algorithm follows PaddleX 3.7.2 (paddlex-compat §4) so the numbers match, with two
+differences that are deliberate and documented in the README:
+
+* all crops of an image — or of several images — go through the model in one call, instead
+  of one call per person;
+* with UDP the inverse transform is the UDP one (PaddleX maps UDP heatmaps back with the
+  non-UDP formula, pulling joints toward the crop's top-left); ``exact_udp_inverse=False``
+  reproduces PaddleX exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from streampose.errors import ModelError
+from streampose.models.folder import read_model_config
+from streampose.models.heatmaps import decode_heatmaps
+from streampose.models.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from streampose.runtime import InferenceSession, ModelFiles, RuntimeOptions, create_session
+
+PADDING = 1.25
+_FLIP_PAIRS = ((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16))
+
+
+@dataclass
+class PoseBatch:
+    """Keypoints of the persons of one image."""
+
+    keypoints: np.ndarray  # (N, 17, 3) float32: x, y in image pixels, heatmap peak score
+    scores: np.ndarray  # (N,) float32: mean of the 17 joint scores
+
+
+def boxes_to_center_scale(boxes: np.ndarray, aspect: float, padding: float = PADDING) -> tuple[np.ndarray, np.ndarray]:
+    """Grow each box to the model's aspect ratio, then pad it (PaddleX: ×1.25, pixel units).
+
+    Computed in float32 like PaddleX (its boxes are float32), so crops are bit-identical.
+    """
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    centers = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], axis=1)
+    widths = boxes[:, 2] - boxes[:, 0]
+    heights = boxes[:, 3] - boxes[:, 1]
+    too_wide = widths > aspect * heights
+    too_tall = widths < aspect * heights
+    heights = np.where(too_wide, widths / aspect, heights)
+    widths = np.where(too_tall, aspect * heights, widths)
+    scales = np.stack([widths, heights], axis=1) * np.float32(padding)
+    return centers.astype(np.float64), scales.astype(np.float64)
+
+
+def crop_matrices(centers: np.ndarray, scales: np.ndarray, input_wh: tuple[int, int], udp: bool) -> np.ndarray:
+    """Affine matrices [N,2,3] mapping image pixels into the model input."""
+    input_w, input_h = input_wh
+    count = centers.shape[0]
+    matrices = np.zeros((count, 2, 3), np.float64)
+    if udp:
+        # PaddleX computes the UDP matrix in float32; OpenCV samples on a 1/32-pixel grid, so
+        # the rounding shows in the crops. Compute it the same way for identical numbers.
+        centers32, scales32 = centers.astype(np.float32), scales.astype(np.float32)
+        kx = np.float32(input_w - 1.0) / scales32[:, 0]
+        ky = np.float32(input_h - 1.0) / scales32[:, 1]
+        matrices[:, 0, 0] = kx
+        matrices[:, 1, 1] = ky
+        matrices[:, 0, 2] = kx * (np.float32(-0.5) * (centers32[:, 0] * 2) + np.float32(0.5) * scales32[:, 0])
+        matrices[:, 1, 2] = ky * (np.float32(-0.5) * (centers32[:, 1] * 2) + np.float32(0.5) * scales32[:, 1])
+    else:
+        k = input_w / scales[:, 0]
+        matrices[:, 0, 0] = k
+        matrices[:, 1, 1] = k
+        matrices[:, 0, 2] = input_w / 2 - k * centers[:, 0]
+        matrices[:, 1, 2] = input_h / 2 - k * centers[:, 1]
+    return matrices
+
+
+def heatmap_to_image(coords: np.ndarray, centers: np.ndarray, scales: np.ndarray,
+                     heatmap_wh: tuple[int, int], udp_inverse: bool) -> np.ndarray:
+    """Map heatmap-space joints [N,J,2] back to image pixels."""
+    heatmap_w, heatmap_h = heatmap_wh
+    out = np.empty_like(coords, dtype=np.float64)
+    if udp_inverse:
+        out[..., 0] = centers[:, None, 0] - scales[:, None, 0] / 2 + coords[..., 0] * scales[:, None, 0] / (heatmap_w - 1)
+        out[..., 1] = centers[:, None, 1] - scales[:, None, 1] / 2 + coords[..., 1] * scales[:, None, 1] / (heatmap_h - 1)
+    else:
+        unit = scales[:, None, 0] / heatmap_w
+        out[..., 0] = centers[:, None, 0] + (coords[..., 0] - heatmap_w / 2) * unit
+        out[..., 1] = centers[:, None, 1] + (coords[..., 1] - heatmap_h / 2) * unit
+    return out
+
+
+class KeypointModel:
+    """PP-TinyPose (or any top-down heatmap model exported by PaddleDetection)."""
+
+    def __init__(self, files: ModelFiles, options: RuntimeOptions | None = None,
+                 session: InferenceSession | None = None, *, flip: bool = False,
+                 use_udp: bool | None = None, use_dark: bool = True,
+                 exact_udp_inverse: bool = True, max_batch: int = 64) -> None:
+        self.files = files
+        self.config = read_model_config(files)
+        self.model_name = str((self.config.get("Global") or {}).get("model_name") or files.model_dir.name)
+        affine = next((op for op in self.config.get("Preprocess") or [] if op.get("type") == "TopDownEvalAffine"), None)
+        if affine is None or "trainsize" not in affine:
+            raise ModelError(f"model config {files.config}: keypoint model needs a TopDownEvalAffine op with trainsize")
+        known = {"TopDownEvalAffine", "NormalizeImage", "Permute"}
+        unknown = [op.get("type") for op in self.config.get("Preprocess") or [] if op.get("type") not in known]
+        if unknown:
+            raise ModelError(f"model config {files.config}: unknown preprocess op {unknown[0]!r} for a keypoint model")
+        self.input_wh = (int(affine["trainsize"][0]), int(affine["trainsize"][1]))
+        self.heatmap_wh = (self.input_wh[0] // 4, self.input_wh[1] // 4)
+        self.use_udp = bool(affine.get("use_udp", False)) if use_udp is None else bool(use_udp)
+        self.flip = bool(flip)
+        self.use_dark = bool(use_dark)
+        self.exact_udp_inverse = bool(exact_udp_inverse)
+        # PaddleX shifts flipped TinyPose heatmaps one column right ("shift_heatmap").
+        self.shift_flipped = "PP-TinyPose" in self.model_name or "tinypose" in self.model_name.lower()
+        normalize = next((op for op in self.config.get("Preprocess") or [] if op.get("type") == "NormalizeImage"), {})
+        mean = np.asarray(normalize.get("mean", IMAGENET_MEAN), np.float64)
+        std = np.asarray(normalize.get("std", IMAGENET_STD), np.float64)
+        scale = 1.0 / 255.0 if normalize.get("is_scale", True) else 1.0
+        # Applied to BGR crops: reverse mean/std so the channel swap is folded in.
+        self._multiplier = (scale / std)[::-1].astype(np.float32)
+        self._offset = (-mean / std)[::-1].astype(np.float32)
+        self.max_batch = max(1, int(max_batch))
+        self.session = session or create_session(files, options or RuntimeOptions())
+
+    @property
+    def aspect(self) -> float:
+        return self.input_wh[0] / self.input_wh[1]
+
+    def make_crops(self, image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Warp each box of one BGR image into a normalised RGB NCHW float32 tensor."""
+        centers, scales = boxes_to_center_scale(boxes, self.aspect)
+        matrices = crop_matrices(centers, scales, self.input_wh, self.use_udp)
+        input_w, input_h = self.input_wh
+        batch = np.empty((len(matrices), input_h, input_w, 3), np.float32)
+        for slot, matrix in enumerate(matrices):
+            crop = cv2.warpAffine(image, matrix, (input_w, input_h), flags=cv2.INTER_LINEAR,
+                                  borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+            np.multiply(crop, self._multiplier, out=batch[slot], casting="unsafe")
+        batch += self._offset
+        # BGR → RGB and HWC → CHW in one copy.
+        tensor = np.ascontiguousarray(batch[..., ::-1].transpose(0, 3, 1, 2))
+        return tensor, centers, scales
+
+    def predict(self, image: np.ndarray, boxes: np.ndarray) -> PoseBatch:
+        """Keypoints for every box of one image, in one model call."""
+        return self.predict_many([image], [boxes])[0]
+
+    def predict_many(self, images: list[np.ndarray], boxes_per_image: list[np.ndarray]) -> list[PoseBatch]:
+        """Keypoints for the boxes of several images, all crops in as few calls as possible."""
+        tensors, centers, scales, counts = [], [], [], []
+        for image, boxes in zip(images, boxes_per_image):
+            boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+            counts.append(len(boxes))
+            if len(boxes):
+                tensor, center, scale = self.make_crops(image, boxes)
+                tensors.append(tensor)
+                centers.append(center)
+                scales.append(scale)
+        total = sum(counts)
+        if total == 0:
+            empty = PoseBatch(np.zeros((0, 17, 3), np.float32), np.zeros((0,), np.float32))
+            return [empty for _ in images]
+        tensor = np.concatenate(tensors)
+        heatmaps = self.heatmaps(tensor)
+        coords, maxvals = decode_heatmaps(heatmaps, self.use_dark)
+        joints = heatmap_to_image(coords, np.concatenate(centers), np.concatenate(scales),
+                                  self.heatmap_wh, self.use_udp and self.exact_udp_inverse)
+        keypoints = np.concatenate([joints, maxvals[..., None]], axis=2).astype(np.float32)
+        scores = maxvals.mean(axis=1).astype(np.float32)
+        results, start = [], 0
+        for count in counts:
+            results.append(PoseBatch(keypoints[start:start + count], scores[start:start + count]))
+            start += count
+        return results
+
+    def heatmaps(self, tensor: np.ndarray) -> np.ndarray:
+        """Model heatmaps for a crop tensor, flip-test fused when enabled."""
+        count = tensor.shape[0]
+        if self.flip:
+            tensor = np.concatenate([tensor, tensor[..., ::-1]])
+        outputs = [self._run(tensor[start:start + self.max_batch])
+                   for start in range(0, tensor.shape[0], self.max_batch)]
+        heatmaps = np.concatenate(outputs)
+        if not self.flip:
+            return heatmaps
+        direct, flipped = heatmaps[:count], heatmaps[count:][..., ::-1].copy()
+        for left, right in _FLIP_PAIRS:
+            flipped[:, [left, right]] = flipped[:, [right, left]]
+        if self.shift_flipped:
+            flipped[..., 1:] = flipped[..., :-1].copy()
+        return (direct + flipped) * 0.5
+
+    def _run(self, tensor: np.ndarray) -> np.ndarray:
+        outputs = self.session.run({self.session.input_names[0]: np.ascontiguousarray(tensor)})
+        heatmaps = next((out for out in outputs if out.ndim == 4 and out.dtype.kind == "f"), None)
+        if heatmaps is None:
+            raise ModelError(f"model {self.files.model_dir}: no 4-D heatmap output (got {[o.shape for o in outputs]})")
+        return heatmaps
