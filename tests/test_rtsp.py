@@ -1,0 +1,217 @@
+"""RTSP against a real GStreamer RTSP server on loopback: reading, reconnecting, giving up.
+
+The server (tests/rtsp_server.py) runs under the system interpreter, which has PyGObject; the
+tests skip only when that interpreter cannot load GStreamer's RTSP server bindings.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from streampose.errors import InputError
+from streampose.sources import ReconnectPolicy, RtspSource, open_source
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+SERVER_SCRIPT = Path(__file__).with_name("rtsp_server.py")
+DEBIAN_PACKAGES = (
+    "python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-plugins-base "
+    "gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad gstreamer1.0-libav"
+)
+
+
+def _gstreamer_rtsp_available() -> bool:
+    try:
+        probe = subprocess.run(
+            [SYSTEM_PYTHON, "-c", "import gi; gi.require_version('GstRtspServer','1.0')"],
+            capture_output=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return probe.returncode == 0
+
+
+pytestmark = pytest.mark.skipif(
+    not _gstreamer_rtsp_available(),
+    reason=f"GStreamer RTSP server not installed for {SYSTEM_PYTHON}: apt-get install {DEBIAN_PACKAGES}",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class RtspServer:
+    """One server process; can be killed, frozen and started again on the same port."""
+
+    def __init__(self, video: Path, port: int, log: Path) -> None:
+        self.video, self.port, self.log = video, port, log
+        self.process: subprocess.Popen[str] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"rtsp://127.0.0.1:{self.port}/live"
+
+    def start(self) -> None:
+        # stderr goes to a file: an unread pipe would fill up and freeze the server.
+        with open(self.log, "a") as log:
+            self.process = subprocess.Popen(
+                [SYSTEM_PYTHON, str(SERVER_SCRIPT), str(self.port), str(self.video)],
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+            )
+        ready = self.process.stdout.readline() if self.process.stdout else ""
+        if not ready.startswith("READY"):
+            self.kill()
+            raise RuntimeError(f"rtsp_server.py did not start: {self.log.read_text()[-500:]}")
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.kill()
+            self.process.wait(10)
+        if self.process is not None and self.process.stdout:
+            self.process.stdout.close()
+
+    def freeze(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+
+@pytest.fixture
+def rtsp_server(samples_dir: Path, tmp_path: Path) -> Iterator[RtspServer]:
+    server = RtspServer(samples_dir / "vtest.avi", free_port(), tmp_path / "rtsp_server.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+def read_until(source: RtspSource, condition: Callable[[list], bool], limit_s: float) -> list:
+    frames: list = []
+    deadline = time.monotonic() + limit_s
+    for frame in source:
+        frames.append(frame)
+        if condition(frames) or time.monotonic() > deadline:
+            break
+    return frames
+
+
+def test_reads_the_served_video(rtsp_server):
+    with open_source(rtsp_server.url) as source:
+        assert isinstance(source, RtspSource) and source.is_live
+        assert source.size == (768, 576) and source.fps == 10.0
+        assert source.frame_count is None and source.stream_info.codec == "h264"
+        frames = read_until(source, lambda got: len(got) >= 15, limit_s=15)
+    assert [frame.index for frame in frames] == list(range(15))
+    assert all(frame.image.shape == (576, 768, 3) for frame in frames)
+    assert all(b.pts > a.pts for a, b in zip(frames, frames[1:]))
+    # Served in real time at 10 fps: 14 intervals take about 1.4 s of stream time.
+    assert frames[-1].pts - frames[0].pts == pytest.approx(1.4, abs=0.3)
+    assert frames[0].source_id == rtsp_server.url
+
+
+def test_reconnects_after_the_server_dies_and_comes_back(rtsp_server):
+    source = RtspSource(rtsp_server.url, reconnect=ReconnectPolicy(initial_delay_s=0.25, max_delay_s=1.0))
+    restarted = threading.Event()
+
+    def restart_later() -> None:
+        time.sleep(2.0)
+        rtsp_server.start()
+        restarted.set()
+
+    frames_before: list = []
+    frames_after: list = []
+    restarter = threading.Thread(target=restart_later)
+    with source:
+        for frame in source:
+            if source.stats.reconnects == 0:
+                frames_before.append(frame)
+                if len(frames_before) == 5:
+                    rtsp_server.kill()  # the loop must notice and reconnect on its own
+                    restarter.start()
+            else:
+                frames_after.append(frame)
+                if len(frames_after) == 5:
+                    break
+    restarter.join(10)
+    assert restarted.is_set()
+    assert source.stats.reconnects == 1
+    indices = [frame.index for frame in frames_before + frames_after]
+    assert indices == list(range(len(indices)))
+    times = [frame.pts for frame in frames_before + frames_after]
+    assert all(b > a for a, b in zip(times, times[1:]))
+    # The outage (≥ 2 s while the server was down) shows as a gap in time, not a squeeze.
+    assert frames_after[0].pts - frames_before[-1].pts > 1.5
+
+
+def test_dead_url_fails_at_once():
+    started = time.monotonic()
+    with pytest.raises(InputError, match="connection refused") as raised:
+        open_source(f"rtsp://127.0.0.1:{free_port()}/live", timeout_s=2.0)
+    assert time.monotonic() - started < 3.0
+    assert "rtsp://127.0.0.1:" in str(raised.value)
+
+
+def test_gives_up_when_the_server_stays_away(rtsp_server):
+    policy = ReconnectPolicy(initial_delay_s=0.2, max_delay_s=0.5, give_up_after_s=1.5)
+    with RtspSource(rtsp_server.url, reconnect=policy) as source:
+        read_until(source, lambda got: len(got) >= 3, limit_s=10)
+        rtsp_server.kill()
+        started = time.monotonic()
+        with pytest.raises(InputError, match="could not reconnect") as raised:
+            for _ in source:
+                pass
+        elapsed = time.monotonic() - started
+    assert 1.4 < elapsed < 4.0
+    assert "connection refused" in str(raised.value)
+
+
+def test_stalled_server_raises_instead_of_hanging(rtsp_server):
+    policy = ReconnectPolicy(initial_delay_s=0.2, max_delay_s=0.5, give_up_after_s=2.0)
+    with RtspSource(rtsp_server.url, timeout_s=1.0, reconnect=policy) as source:
+        read_until(source, lambda got: len(got) >= 3, limit_s=10)
+        rtsp_server.freeze()  # the socket stays open, nothing arrives any more
+        started = time.monotonic()
+        with pytest.raises(InputError, match="could not reconnect"):
+            for _ in source:
+                pass
+        elapsed = time.monotonic() - started
+    # A stalled read fails after about two timeouts, then reconnecting gives up after 2 s.
+    assert elapsed < 10.0
+
+
+def test_close_from_another_thread_ends_a_blocked_read_safely(rtsp_server):
+    source = RtspSource(rtsp_server.url, timeout_s=1.0)
+    read_until(source, lambda got: len(got) >= 2, limit_s=10)
+    rtsp_server.freeze()
+    finished = threading.Event()
+
+    def consume() -> None:
+        for _ in source:
+            pass
+        finished.set()
+
+    consumer = threading.Thread(target=consume, daemon=True)
+    consumer.start()
+    time.sleep(0.3)  # the consumer is now blocked inside FFmpeg's read
+    stop_at = time.monotonic()
+    source.close()  # must not free the context under the reader (that would segfault)
+    assert finished.wait(5.0), "close() did not end the blocked iteration"
+    assert time.monotonic() - stop_at < 3.5
+    consumer.join(5)
+    source.close()
+    assert list(source) == []  # a closed source yields nothing more
