@@ -1,13 +1,51 @@
-"""Subcommands beyond ``predict``: ``run``, ``serve``, ``models``, ``bench`` (registered here)."""
+"""Subcommands beyond ``predict``: ``run`` (video, webcam, RTSP) and ``models``."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
+from pathlib import Path
+
+from streampose.errors import ConfigError, InputError, StreamposeError
+
+DEFAULT_DET_INTERVAL = 3
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
 
 
 def register_commands(commands: argparse._SubParsersAction,
                       add_runtime_flags: Callable[[argparse.ArgumentParser], None]) -> None:
+    run = commands.add_parser("run", help="tracked skeletons on a video, folder of videos, webcam or RTSP")
+    run.add_argument("--source", required=True,
+                     help="video file, folder of videos, webcam index (0) or /dev/videoN, rtsp://..., "
+                          "http(s) video URL, image folder/glob, or lavfi:<filter> test source")
+    run.add_argument("--output", "-o", default=None,
+                     help="annotated video file (a folder when --source is a folder of videos)")
+    run.add_argument("--json", default=None, help="JSON Lines file, one line per frame ('-' for stdout)")
+    run.add_argument("--show", action="store_true", help="show the annotated video in a window (q/Esc quits)")
+    run.add_argument("--det-interval", "--det_interval", dest="det_interval", type=_positive_int,
+                     default=DEFAULT_DET_INTERVAL,
+                     help=f"run the detector every k-th frame (default {DEFAULT_DET_INTERVAL}); "
+                          "tracked boxes are posed in between")
+    run.add_argument("--det_threshold", "--det-threshold", dest="det_threshold", type=float, default=None)
+    run.add_argument("--smooth", action="store_true", help="One-Euro keypoint smoothing per track")
+    run.add_argument("--pipeline", "--config", dest="pipeline", default="human_keypoint_detection",
+                     help="pipeline name or PaddleX-schema YAML")
+    run.add_argument("--fps", type=float, default=None, help="frame rate for image sequences and webcams")
+    run.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    run.add_argument("--no-hud", dest="hud", action="store_false", help="no fps/persons panel on the video")
+    run.add_argument("--summary-json", default=None, help="write the end summary (stage stats) as JSON")
+    add_runtime_flags(run)
+
     models = commands.add_parser("models", help="model utilities")
     models_sub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     export = models_sub.add_parser("export-onnx", help="convert a Paddle model folder to ONNX")
@@ -17,20 +55,94 @@ def register_commands(commands: argparse._SubParsersAction,
 
 
 def dispatch(args: argparse.Namespace) -> int:
+    if args.command == "run":
+        return cmd_run(args)
     if args.command == "models":
         return _models(args)
-    raise SystemExit(f"streampose: unknown command {args.command}")
+    raise ConfigError(f"unknown command {args.command}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import json  # noqa: PLC0415
+
+    from streampose.graph.api import RunOutputs, check_source_ended_cleanly, print_summary, run_stream  # noqa: PLC0415
+    from streampose.graph.runner import StreamSettings  # noqa: PLC0415
+    from streampose.pipeline import check_threshold, create_pipeline  # noqa: PLC0415
+    from streampose.sources import list_video_files  # noqa: PLC0415
+
+    if not (args.output or args.json or args.show):
+        print("streampose: note: no --output, --json or --show given; only the summary is printed",
+              file=sys.stderr)
+    threshold = check_threshold(args.det_threshold)
+    source_path = Path(args.source)
+    batch = source_path.is_dir() and bool(list_video_files(source_path))
+    if batch and args.output and Path(args.output).suffix:
+        raise ConfigError(f"--output {args.output}: give a folder when --source is a folder of videos")
+    if batch and args.json and args.json != "-" and Path(args.json).suffix:
+        raise ConfigError(f"--json {args.json}: give a folder when --source is a folder of videos")
+    pipeline = create_pipeline(args.pipeline, device=args.device, backend=args.backend, engine=args.engine,
+                               cpu_threads=args.cpu_threads, enable_mkldnn=args.enable_mkldnn,
+                               precision=args.precision)
+    settings = StreamSettings(det_interval=args.det_interval, smooth=args.smooth,
+                              det_threshold=threshold if threshold is not None else pipeline.det_threshold)
+    source_options = {"fps": args.fps} if args.fps is not None else {}
+    if not batch:
+        outputs = RunOutputs(Path(args.output) if args.output else None, args.json, args.show, args.hud)
+        summary = run_stream(pipeline, args.source, settings, outputs, progress=args.progress,
+                             source_options=source_options)
+        print_summary(summary)
+        _write_summary(args.summary_json, summary, json)
+        check_source_ended_cleanly(summary)
+        return 130 if summary["interrupted"] else 0
+    return _run_folder(args, pipeline, settings, list_video_files(source_path), json, print_summary)
+
+
+def _run_folder(args, pipeline, settings, videos, json, print_summary) -> int:
+    """Batch processing: one output per input video, every failure reported, a table at the end."""
+    from rich.console import Console  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
+
+    from streampose.graph.api import RunOutputs, run_stream  # noqa: PLC0415
+
+    rows, failures = [], 0
+    for video in videos:
+        output = Path(args.output) / f"{video.stem}_pose.mp4" if args.output else None
+        json_path = str(Path(args.json) / f"{video.stem}.jsonl") if args.json and args.json != "-" else args.json
+        try:
+            summary = run_stream(pipeline, str(video), settings, RunOutputs(output, json_path, False, args.hud),
+                                 progress=args.progress)
+        except StreamposeError as exc:
+            failures += 1
+            rows.append((video.name, "-", "-", "-", f"error: {exc}"))
+            continue
+        status = "ok" if not summary["decode_error"] else f"truncated: {summary['decode_error']}"
+        failures += bool(summary["decode_error"])
+        rows.append((video.name, str(summary["frames"]), f"{summary['fps']:.1f}", str(summary["tracks"]), status))
+        if summary["interrupted"]:
+            break
+    table = Table(title=f"streampose: {len(videos)} videos")
+    for column in ("video", "frames", "fps", "tracks", "status"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    Console(stderr=True).print(table)
+    return 1 if failures else 0
+
+
+def _write_summary(path: str | None, summary: dict, json) -> None:
+    if path:
+        Path(path).write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
 
 
 def _models(args: argparse.Namespace) -> int:
-    import sys
-    from pathlib import Path
-
-    from streampose.models.export import export_onnx
-    from streampose.models.registry import load_model_files
+    from streampose.models.export import export_onnx  # noqa: PLC0415
+    from streampose.models.registry import load_model_files  # noqa: PLC0415
 
     folder = Path(args.model)
     files = load_model_files(None, folder) if folder.is_dir() else load_model_files(args.model, None)
     output = export_onnx(files, Path(args.output) if args.output else None, opset=args.opset)
     print(f"streampose: ONNX model written to {output}", file=sys.stderr)
     return 0
+
+
+__all__ = ["InputError", "dispatch", "register_commands"]
