@@ -1,0 +1,247 @@
+"""OpenVINO backend (CPU): the fastest route on Intel CPUs.
+
+Model source, in order: an OpenVINO IR shipped in the folder's ``openvino/`` (used as is, batch
+dimension reshaped to dynamic), else the folder's ONNX export (:func:`onnx_path_for`). OpenVINO
+2026.4's ``convert_model`` cannot read Paddle 3 PIR ``inference.json`` graphs ("Cannot recognize
+input model"), hence the ONNX detour. NMS-in-graph detectors have no shipped IR and export to ONNX
+with a working batch of 1: larger batches are run one image at a time and joined.
+
+IRs name their tensors after the original graph (``conv2d_441.tmp_1``, ``argmax_0.tmp_0``), not
+after Paddle's feeds and fetches, so inputs and outputs are matched to the Paddle graph's declared
+signature by rank, dtype and static dimensions; callers always see Paddle's names and order.
+
+Precision: this CPU kind has AMX, where OpenVINO defaults to bf16 (heatmaps move by ~1e-2);
+``RuntimeOptions.precision`` picks ``f32`` (default, Paddle parity) or ``bf16`` explicitly.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from streampose.errors import ConfigError, DeviceError, ModelError
+from streampose.models.export import MAX_BATCH_METADATA_KEY, onnx_path_for
+from streampose.runtime.base import ModelFiles, RuntimeOptions
+from streampose.runtime.devices import parse_device
+from streampose.runtime.onnxruntime_backend import paddle_output_order, run_in_single_batches
+
+_PRECISION_HINTS = {"f32": "f32", "fp32": "f32", "bf16": "bf16"}
+_MAX_PERMUTED_PORTS = 6
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """What a graph declares about one input or output; ``-1`` marks a dynamic dimension."""
+
+    name: str
+    shape: tuple[int, ...]
+    is_float: bool
+
+    def fits(self, other: TensorSpec) -> bool:
+        """Could both describe the same tensor (dynamic dimensions match anything)?"""
+        return (
+            self.is_float == other.is_float
+            and len(self.shape) == len(other.shape)
+            and all(a == b or a < 0 or b < 0 for a, b in zip(self.shape, other.shape))
+        )
+
+
+def _import_openvino():
+    try:
+        import openvino  # noqa: PLC0415 - optional backend
+    except ImportError as exc:
+        raise DeviceError(f"backend openvino: openvino is not installed ({exc})") from None
+    return openvino
+
+
+def precision_hint(precision: str) -> str:
+    """``RuntimeOptions.precision`` as OpenVINO's ``INFERENCE_PRECISION_HINT``."""
+    hint = _PRECISION_HINTS.get(str(precision).strip().lower())
+    if hint is None:
+        raise ConfigError(f"precision {precision!r}: the openvino backend supports f32 or bf16")
+    return hint
+
+
+class OpenVinoSession:
+    """One compiled model with one infer request; runs are serialised (a request is not re-entrant)."""
+
+    backend_name = "openvino"
+
+    def __init__(self, files: ModelFiles, options: RuntimeOptions) -> None:
+        ov = _import_openvino()
+        device = parse_device(options.device)
+        if device.kind != "cpu":
+            raise DeviceError(
+                f"device {device}: streampose runs OpenVINO on the CPU only; "
+                "use --backend onnxruntime (onnxruntime-gpu) for a GPU"
+            )
+        config = {
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": precision_hint(options.precision),
+        }
+        if options.cpu_threads > 0:
+            config["INFERENCE_NUM_THREADS"] = int(options.cpu_threads)
+        core = ov.Core()
+        source = files.openvino_xml or onnx_path_for(files)
+        try:
+            model = core.read_model(str(source))
+        except Exception as exc:  # OpenVINO raises RuntimeError/GeneralFailure with long texts
+            raise ModelError(f"model {source}: OpenVINO could not read it ({_first_line(exc)})") from exc
+        self.max_batch = _max_batch_of(model)
+        self.input_names, input_ports, self._output_ports = _paddle_layout(files, model)
+        is_float = [_spec_of(port).is_float for port in model.inputs]
+        self._input_ports = dict(zip(self.input_names, input_ports))
+        self._input_is_float = {name: is_float[port] for name, port in self._input_ports.items()}
+        if files.openvino_xml is not None:
+            _make_batch_dynamic(model, ov)
+        try:
+            compiled = core.compile_model(model, "CPU", config)
+        except Exception as exc:
+            raise ModelError(f"model {source}: OpenVINO could not compile it ({_first_line(exc)})") from exc
+        self._request = compiled.create_infer_request()
+        self._lock = threading.Lock()
+        self.precision = _type_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        prepared = {}
+        for name in self.input_names:
+            if name not in feeds:
+                raise ValueError(f"missing model input {name!r}")
+            dtype = np.float32 if self._input_is_float[name] else None
+            prepared[name] = np.ascontiguousarray(feeds[name], dtype=dtype)
+        with self._lock:
+            if self.max_batch == 1:
+                return run_in_single_batches(self._run_once, prepared)
+            return self._run_once(prepared)
+
+    def _run_once(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        self._request.infer({self._input_ports[name]: array for name, array in feeds.items()})
+        outputs = [self._request.get_output_tensor(port).data.copy() for port in self._output_ports]
+        if self.max_batch == 1 and outputs and _is_nms_rows(outputs[0]):
+            outputs[0] = _by_descending_score(outputs[0])
+        return outputs
+
+
+def _is_nms_rows(array: np.ndarray) -> bool:
+    return array.ndim == 2 and array.shape[1] == 6
+
+
+def _by_descending_score(rows: np.ndarray) -> np.ndarray:
+    """One image's NMS rows in Paddle's order.
+
+    OpenVINO's ONNX NonMaxSuppression keeps the same boxes as Paddle's ``multiclass_nms3`` but
+    not in its score order; re-sorting makes every backend return identical rows.
+    """
+    return rows[np.argsort(-rows[:, 1], kind="stable")]
+
+
+def _paddle_layout(files: ModelFiles, model) -> tuple[list[str], list[int], list[int]]:
+    """Paddle's input names with the model port of each, and output ports in Paddle's order.
+
+    ONNX exports keep Paddle's names; an IR is matched against the Paddle graph's signature.
+    """
+    port_inputs = [_spec_of(port) for port in model.inputs]
+    port_outputs = [_spec_of(port) for port in model.outputs]
+    names = [spec.name for spec in port_inputs]
+    if files.openvino_xml is None:
+        return names, list(range(len(names))), paddle_output_order([spec.name for spec in port_outputs])
+    paddle_inputs, paddle_outputs = _paddle_signature(files.graph)
+    output_ports = _match_ports(paddle_outputs, port_outputs) or _output_order_by_shape(port_outputs)
+    input_ports = _match_ports(paddle_inputs, port_inputs)
+    if input_ports is None:
+        return names, list(range(len(names))), output_ports
+    return [spec.name for spec in paddle_inputs], input_ports, output_ports
+
+
+def _type_name(element_type) -> str:
+    """``f32``/``bf16`` for an OpenVINO element type (what the plugin really compiled for)."""
+    to_string = getattr(element_type, "to_string", None)
+    return to_string() if callable(to_string) else str(element_type)
+
+
+def _spec_of(port) -> TensorSpec:
+    shape = port.get_partial_shape()
+    dims = tuple(d.get_length() if d.is_static else -1 for d in shape) if shape.rank.is_static else ()
+    return TensorSpec(port.get_any_name(), dims, port.get_element_type().is_real())
+
+
+def _make_batch_dynamic(model, ov) -> None:
+    """Shipped IRs are frozen at batch 1; every Paddle model here takes any batch."""
+    new_shapes = {}
+    for port in model.inputs:
+        shape = port.get_partial_shape()
+        if shape.rank.is_static and shape.rank.get_length() > 0 and shape[0].is_static:
+            shape[0] = ov.Dimension()
+            new_shapes[port] = shape
+    if new_shapes:
+        model.reshape(new_shapes)
+
+
+def _max_batch_of(model) -> int | None:
+    """The ``streampose.max_batch`` tag an ONNX export carries (NMS graphs: 1)."""
+    key = ["framework", MAX_BATCH_METADATA_KEY]
+    return int(model.get_rt_info(key).astype(str)) if model.has_rt_info(key) else None
+
+
+def _match_ports(expected: list[TensorSpec], actual: list[TensorSpec]) -> list[int] | None:
+    """Port index for each expected tensor, if the signatures pin one assignment down.
+
+    Several valid assignments mean the candidates are indistinguishable; declared order then wins.
+    """
+    if not expected or len(expected) != len(actual) or len(actual) > _MAX_PERMUTED_PORTS:
+        return None
+    for permutation in itertools.permutations(range(len(actual))):
+        if all(spec.fits(actual[p]) for spec, p in zip(expected, permutation)):
+            return list(permutation)
+    return None
+
+
+def _output_order_by_shape(outputs: list[TensorSpec]) -> list[int]:
+    """Paddle's order when no Paddle signature is readable (``.pdmodel`` graphs).
+
+    Every model family here puts float outputs before integer ones, and box-like outputs (last
+    dimension 4 or 6: raw boxes, NMS rows) before scores.
+    """
+    return sorted(
+        range(len(outputs)),
+        key=lambda i: (not outputs[i].is_float, not (outputs[i].shape and outputs[i].shape[-1] in (4, 6))),
+    )
+
+
+def _paddle_signature(graph: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Feeds and fetches declared by a PIR ``inference.json``; empty lists for other graphs."""
+    if graph.suffix != ".json":
+        return [], []
+    try:
+        with open(graph, encoding="utf-8") as handle:
+            ops = json.load(handle)["program"]["regions"][0]["blocks"][0]["ops"]
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return [], []
+    feeds: list[TensorSpec] = []
+    fetches: list[tuple[int, TensorSpec]] = []
+    for op in ops:
+        kind = str(op.get("#", ""))
+        if not (kind.endswith(".data") or kind.endswith(".fetch")):
+            continue
+        try:
+            attributes = {a["N"]: a["AT"]["D"] for a in op["A"]}
+            dtype, shape = op["O"][0]["TT"]["D"][0]["#"], op["O"][0]["TT"]["D"][1]
+            is_float = "_f" in dtype or "_bf" in dtype  # "0.t_f32", "0.t_bf16"; ints are "0.t_i64"
+            spec = TensorSpec(str(attributes["name"]), tuple(int(d) for d in shape), is_float)
+        except (KeyError, IndexError, TypeError, ValueError):
+            return [], []
+        if kind.endswith(".data"):
+            feeds.append(spec)
+        else:
+            fetches.append((int(attributes.get("col", len(fetches))), spec))
+    return feeds, [spec for _, spec in sorted(fetches, key=lambda item: item[0])]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
