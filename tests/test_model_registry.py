@@ -50,11 +50,12 @@ def _place_model(real_model: Path, base: Path) -> Path:
 @pytest.fixture
 def places(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     """Separate, empty bases for every place the registry looks; nothing from the real machine leaks in."""
-    bases = {name: tmp_path / name for name in ("home", "cache", "paddlex", "explicit")}
+    bases = {name: tmp_path / name for name in ("home", "paddlex", "explicit")}
+    bases["cache"] = tmp_path / "cache_root" / "models"
     for base in bases.values():
-        base.mkdir()
+        base.mkdir(parents=True)
     monkeypatch.setenv("STREAMPOSE_MODEL_HOME", str(bases["home"]))
-    monkeypatch.setenv("STREAMPOSE_CACHE_HOME", str(bases["cache"]))
+    monkeypatch.setenv("STREAMPOSE_CACHE_HOME", str(bases["cache"].parent))
     monkeypatch.setenv("PADDLE_PDX_CACHE_HOME", str(bases["paddlex"]))
     monkeypatch.setenv("STREAMPOSE_MODEL_URL_BASE", "http://127.0.0.1:9")  # discard port: never a real download
     return bases
@@ -72,7 +73,7 @@ def test_settings_come_from_environment(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("STREAMPOSE_CACHE_HOME", str(tmp_path / "c"))
     monkeypatch.setenv("PADDLE_PDX_CACHE_HOME", str(tmp_path / "pdx"))
     assert model_home() == tmp_path / "models"
-    assert cache_dir() == tmp_path / "c"
+    assert cache_dir() == tmp_path / "c" / "models"
     assert paddlex_models_dir() == tmp_path / "pdx" / "official_models"
 
 

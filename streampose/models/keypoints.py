@@ -22,9 +22,9 @@ from streampose.models.folder import read_model_config
 from streampose.models.heatmaps import decode_heatmaps
 from streampose.models.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from streampose.runtime import InferenceSession, ModelFiles, RuntimeOptions, create_session
+from streampose.skeleton import FLIP_PAIRS
 
 PADDING = 1.25
-_FLIP_PAIRS = ((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16))
 
 
 @dataclass
@@ -188,7 +188,7 @@ class KeypointModel:
         if not self.flip:
             return heatmaps
         direct, flipped = heatmaps[:count], heatmaps[count:][..., ::-1].copy()
-        for left, right in _FLIP_PAIRS:
+        for left, right in FLIP_PAIRS:
             flipped[:, [left, right]] = flipped[:, [right, left]]
         if self.shift_flipped:
             flipped[..., 1:] = flipped[..., :-1].copy()

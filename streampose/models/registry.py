@@ -37,9 +37,14 @@ def model_home() -> Path | None:
 
 
 def cache_dir() -> Path:
-    """Where downloaded models live (``$STREAMPOSE_CACHE_HOME``, else ``~/.cache/streampose/models``)."""
+    """Where downloaded models live: ``models/`` under streampose's cache root.
+
+    The root is ``$STREAMPOSE_CACHE_HOME`` (default ``~/.cache/streampose``); ONNX exports and
+    downloaded inputs live beside ``models/`` under the same root.
+    """
     value = os.environ.get(CACHE_HOME_ENV)
-    return Path(value).expanduser() if value else Path.home() / ".cache" / "streampose" / "models"
+    root = Path(value).expanduser() if value else Path.home() / ".cache" / "streampose"
+    return root / "models"
 
 
 def paddlex_models_dir() -> Path:
