@@ -46,6 +46,20 @@ def register_commands(commands: argparse._SubParsersAction,
     run.add_argument("--summary-json", default=None, help="write the end summary (stage stats) as JSON")
     add_runtime_flags(run)
 
+    bench = commands.add_parser("bench", help="speed figures: streaming graph vs naive loop vs PaddleX")
+    bench.add_argument("--video", nargs="+", default=None,
+                       help="video(s) to run (default: vtest.avi from the shared samples)")
+    bench.add_argument("--backend", default=None)
+    bench.add_argument("--det-interval", "--det_interval", dest="det_interval", type=_positive_int,
+                       default=DEFAULT_DET_INTERVAL)
+    bench.add_argument("--pipeline", "--config", dest="pipeline", default="human_keypoint_detection")
+    bench.add_argument("--baseline-frames", type=_positive_int, default=120)
+    bench.add_argument("--paddlex-frames", type=_positive_int, default=60)
+    bench.add_argument("--variant-frames", type=_positive_int, default=300,
+                       help="frames in the 720p and 1080p variants made from the first video")
+    bench.add_argument("--no-variants", dest="make_variants", action="store_false")
+    bench.add_argument("--json", dest="json_path", default=None, help="write the report here (else stdout)")
+
     models = commands.add_parser("models", help="model utilities")
     models_sub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     export = models_sub.add_parser("export-onnx", help="convert a Paddle model folder to ONNX")
@@ -59,6 +73,8 @@ def dispatch(args: argparse.Namespace) -> int:
         return cmd_run(args)
     if args.command == "models":
         return _models(args)
+    if args.command == "bench":
+        return _bench(args)
     raise ConfigError(f"unknown command {args.command}")
 
 
@@ -127,6 +143,28 @@ def _run_folder(args, pipeline, settings, videos, json, print_summary) -> int:
         table.add_row(*row)
     Console(stderr=True).print(table)
     return 1 if failures else 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from streampose.bench import BenchSettings, main  # noqa: PLC0415
+
+    videos = args.video or [str(_default_video())]
+    return main(BenchSettings(videos=videos, backend=args.backend, det_interval=args.det_interval,
+                              baseline_frames=args.baseline_frames, paddlex_frames=args.paddlex_frames,
+                              pipeline=args.pipeline, json_path=args.json_path,
+                              make_variants=args.make_variants, max_frames=args.variant_frames))
+
+
+def _default_video() -> Path:
+    import os  # noqa: PLC0415
+
+    candidates = [Path(os.environ.get("STREAMPOSE_SAMPLES", "")) / "vtest.avi",
+                  Path.cwd().parent / "shared" / "samples" / "vtest.avi",
+                  Path(__file__).resolve().parents[2] / "shared" / "samples" / "vtest.avi"]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise InputError("bench: no --video given and vtest.avi not found (set STREAMPOSE_SAMPLES)")
 
 
 def _write_summary(path: str | None, summary: dict, json) -> None:

@@ -1,0 +1,258 @@
+"""``streampose bench``: speed figures as ratios taken in one run, on the same machine.
+
+For each video it runs (1) the streaming graph end to end (decode → H.264 file), (2) a naive
+sequential baseline in one thread (detector every frame, one pose call per person, same backend),
+and (3) the real PaddleX pipeline frame by frame when ``paddlex`` is importable. It also measures
+the cost of one more person in a batched pose call. Results print as a rich table and as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class BenchSettings:
+    videos: list[str]
+    backend: str | None = None
+    det_interval: int = 3
+    max_frames: int | None = None
+    baseline_frames: int = 120
+    paddlex_frames: int = 60
+    pipeline: str = "human_keypoint_detection"
+    json_path: str | None = None
+    make_variants: bool = True
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def make_variant(source: Path, target: Path, size: tuple[int, int], tile: bool, max_frames: int | None) -> Path:
+    """A larger copy of ``source``: upscaled (720p) or tiled 2x2 then scaled (1080p crowd)."""
+    import av  # noqa: PLC0415
+    import cv2  # noqa: PLC0415
+
+    from streampose.sinks.video import VideoWriter  # noqa: PLC0415
+
+    if target.exists():
+        return target
+    width, height = size
+    with av.open(str(source)) as container:
+        stream = container.streams.video[0]
+        rate = stream.average_rate or 25
+        writer = VideoWriter(target, rate, (width, height), preset="ultrafast", crf=18)
+        try:
+            for index, frame in enumerate(container.decode(stream)):
+                if max_frames is not None and index >= max_frames:
+                    break
+                image = frame.to_ndarray(format="bgr24")
+                if tile:
+                    image = np.vstack([np.hstack([image, image[:, ::-1]]), np.hstack([image[:, ::-1], image])])
+                writer.write(cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR))
+            writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+    return target
+
+
+def run_graph(pipeline: Any, video: str, det_interval: int, output: Path) -> dict:
+    from streampose.graph.api import RunOutputs, run_stream  # noqa: PLC0415
+    from streampose.graph.runner import StreamSettings  # noqa: PLC0415
+
+    settings = StreamSettings(det_interval=det_interval, det_threshold=pipeline.det_threshold)
+    cpu_before = cpu_seconds()
+    summary = run_stream(pipeline, video, settings, RunOutputs(output, None, False, True), progress=False)
+    summary["cpu_percent"] = 100.0 * (cpu_seconds() - cpu_before) / max(summary["seconds"], 1e-9)
+    summary["persons_per_frame"] = summary["persons"] / max(summary["frames"], 1)
+    return summary
+
+
+def run_naive(pipeline: Any, video: str, frames: int, output: Path) -> dict:
+    """Decode → detect every frame → pose one crop per call → render → encode, one thread."""
+    import av  # noqa: PLC0415
+
+    from streampose.render import SkeletonAnnotator  # noqa: PLC0415
+    from streampose.sinks.video import VideoWriter  # noqa: PLC0415
+
+    annotator = SkeletonAnnotator()
+    persons = 0
+    count = 0
+    started = time.perf_counter()
+    with av.open(video) as container:
+        stream = container.streams.video[0]
+        writer = None
+        for frame in container.decode(stream):
+            if count >= frames:
+                break
+            image = frame.to_ndarray(format="bgr24")
+            found = pipeline.detector.predict([image], pipeline.det_threshold)[0]
+            drawn = []
+            for box in found.boxes:
+                pose = pipeline.keypoint_model.predict(image, box[None])
+                drawn.append(_Drawn(box, pose.keypoints[0]))
+            persons += len(drawn)
+            annotator.annotate(image, drawn)
+            if writer is None:
+                writer = VideoWriter(output, stream.average_rate or 25, (image.shape[1], image.shape[0]))
+            writer.write(image)
+            count += 1
+        if writer is not None:
+            writer.close()
+    seconds = time.perf_counter() - started
+    return {"frames": count, "seconds": seconds, "fps": count / seconds, "persons_per_frame": persons / max(count, 1)}
+
+
+@dataclass
+class _Drawn:
+    bbox: np.ndarray
+    keypoints: np.ndarray
+    track_id: int | None = None
+    det_score: float = 0.0
+
+
+def run_paddlex(video: str, frames: int, model_home: Path) -> dict | None:
+    """The real PaddleX pipeline frame by frame, when paddlex is importable."""
+    try:
+        from paddlex import create_pipeline as paddlex_pipeline  # noqa: PLC0415
+    except ImportError:
+        return None
+    import shutil  # noqa: PLC0415
+
+    import av  # noqa: PLC0415
+    import yaml  # noqa: PLC0415
+
+    work = Path(tempfile.mkdtemp(prefix="streampose-paddlex-"))
+    detector = work / "detector"
+    shutil.copytree(model_home / "PicoDet-S_pedestrian_320", detector)
+    config_path = detector / "inference.yml"
+    config = yaml.safe_load(config_path.read_text())
+    config.setdefault("Global", {})["model_name"] = "PicoDet-S"  # PaddleX checks the name
+    config_path.write_text(yaml.safe_dump(config))
+    pipeline = paddlex_pipeline(config={
+        "pipeline_name": "human_keypoint_detection",
+        "SubModules": {
+            "ObjectDetection": {"module_name": "object_detection", "model_name": "PicoDet-S",
+                                "model_dir": str(detector), "batch_size": 1, "threshold": 0.5},
+            "KeypointDetection": {"module_name": "keypoint_detection", "model_name": "PP-TinyPose_128x96",
+                                  "model_dir": str(model_home / "PP-TinyPose_128x96"), "batch_size": 1,
+                                  "flip": False, "use_udp": None},
+        },
+    }, device="cpu")
+    persons = count = 0
+    started = time.perf_counter()
+    with av.open(video) as container:
+        for frame in container.decode(video=0):
+            if count >= frames:
+                break
+            for result in pipeline.predict(frame.to_ndarray(format="bgr24")):
+                persons += len(result["boxes"])
+            count += 1
+    seconds = time.perf_counter() - started
+    shutil.rmtree(work, ignore_errors=True)
+    return {"frames": count, "seconds": seconds, "fps": count / seconds, "persons_per_frame": persons / max(count, 1)}
+
+
+def pose_cost_per_person(pipeline: Any, video: str) -> dict:
+    """ms for one pose call with 1 and with 8 crops, and the cost of each extra person."""
+    import av  # noqa: PLC0415
+
+    with av.open(video) as container:
+        image = next(container.decode(video=0)).to_ndarray(format="bgr24")
+    height, width = image.shape[:2]
+    boxes = np.array([[width * 0.3, height * 0.2, width * 0.4, height * 0.6]] * 8, np.float32)
+    boxes[:, [0, 2]] += np.arange(8)[:, None] * width * 0.05
+    model = pipeline.keypoint_model
+    timings = {}
+    for count in (1, 8):
+        model.predict(image, boxes[:count])
+        samples = []
+        for _ in range(15):
+            started = time.perf_counter()
+            model.predict(image, boxes[:count])
+            samples.append(time.perf_counter() - started)
+        timings[count] = float(np.median(samples)) * 1000.0
+    return {"pose_ms_1": timings[1], "pose_ms_8": timings[8], "ms_per_extra_person": (timings[8] - timings[1]) / 7}
+
+
+def run_bench(settings: BenchSettings) -> dict:
+    from streampose.models.registry import model_home  # noqa: PLC0415
+    from streampose.pipeline import create_pipeline  # noqa: PLC0415
+
+    pipeline = create_pipeline(settings.pipeline, backend=settings.backend)
+    work = Path(tempfile.mkdtemp(prefix="streampose-bench-"))
+    videos = [Path(video) for video in settings.videos]
+    if settings.make_variants and videos:
+        base = videos[0]
+        videos.append(make_variant(base, work / f"{base.stem}_720p.mp4", (1280, 720), False, settings.max_frames or 300))
+        videos.append(make_variant(base, work / f"{base.stem}_1080p_crowd.mp4", (1920, 1080), True,
+                                   settings.max_frames or 300))
+    report: dict[str, Any] = {"backend": pipeline.backend, "det_interval": settings.det_interval,
+                              "cpu_count": os.cpu_count(), "videos": []}
+    for video in videos:
+        entry: dict[str, Any] = {"video": video.name}
+        entry["graph"] = run_graph(pipeline, str(video), settings.det_interval, work / f"{video.stem}_out.mp4")
+        entry["naive"] = run_naive(pipeline, str(video), settings.baseline_frames, work / f"{video.stem}_naive.mp4")
+        home = model_home()
+        paddlex = run_paddlex(str(video), settings.paddlex_frames, home) if home else None
+        if paddlex is not None:
+            entry["paddlex"] = paddlex
+        entry["speedup_vs_naive"] = entry["graph"]["fps"] / entry["naive"]["fps"]
+        if paddlex:
+            entry["speedup_vs_paddlex"] = entry["graph"]["fps"] / paddlex["fps"]
+        report["videos"].append(entry)
+    report["pose_cost"] = pose_cost_per_person(pipeline, str(videos[0]))
+    report["peak_rss_mb"] = peak_rss_mb()
+    return report
+
+
+def print_report(report: dict) -> None:
+    from rich.console import Console  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
+
+    console = Console(stderr=True)
+    table = Table(title=f"streampose bench · backend {report['backend']} · det-interval {report['det_interval']}")
+    for column in ("video", "fps", "naive fps", "PaddleX fps", "× naive", "× PaddleX", "persons/frame",
+                   "decode", "detect", "pose", "sink", "p50 ms", "p95 ms", "CPU %"):
+        table.add_column(column, justify="right")
+    for entry in report["videos"]:
+        graph = entry["graph"]
+        stages = {stage["stage"]: stage for stage in graph["stages"]}
+        paddlex = entry.get("paddlex")
+        table.add_row(
+            entry["video"], f"{graph['fps']:.1f}", f"{entry['naive']['fps']:.1f}",
+            f"{paddlex['fps']:.1f}" if paddlex else "-", f"{entry['speedup_vs_naive']:.1f}",
+            f"{entry['speedup_vs_paddlex']:.1f}" if paddlex else "-", f"{graph['persons_per_frame']:.2f}",
+            *(f"{stages[name]['mean_ms']:.1f}" for name in ("decode", "detect", "pose", "sink")),
+            f"{graph['latency']['p50_ms']:.0f}", f"{graph['latency']['p95_ms']:.0f}", f"{graph['cpu_percent']:.0f}")
+    console.print(table)
+    cost = report["pose_cost"]
+    console.print(f"pose: {cost['pose_ms_1']:.2f} ms for 1 person, {cost['pose_ms_8']:.2f} ms for 8 "
+                  f"→ {cost['ms_per_extra_person']:.2f} ms per extra person · peak RSS {report['peak_rss_mb']:.0f} MB")
+
+
+def main(settings: BenchSettings) -> int:
+    report = run_bench(settings)
+    print_report(report)
+    text = json.dumps(report, indent=2, default=str)
+    if settings.json_path:
+        Path(settings.json_path).write_text(text, encoding="utf-8")
+    else:
+        print(text, file=sys.stdout)
+    return 0
