@@ -24,6 +24,8 @@ def _positive_int(text: str) -> int:
 
 def register_commands(commands: argparse._SubParsersAction,
                       add_runtime_flags: Callable[[argparse.ArgumentParser], None]) -> None:
+    from streampose.serving.cli import add_live_view_flag, add_serve_command  # noqa: PLC0415
+
     run = commands.add_parser("run", help="tracked skeletons on a video, folder of videos, webcam or RTSP")
     run.add_argument("--source", required=True,
                      help="video file, folder of videos, webcam index (0) or /dev/videoN, rtsp://..., "
@@ -45,6 +47,8 @@ def register_commands(commands: argparse._SubParsersAction,
     run.add_argument("--no-hud", dest="hud", action="store_false", help="no fps/persons panel on the video")
     run.add_argument("--summary-json", default=None, help="write the end summary (stage stats) as JSON")
     add_runtime_flags(run)
+    add_live_view_flag(run)
+    add_serve_command(commands, add_runtime_flags)
 
     bench = commands.add_parser("bench", help="speed figures: streaming graph vs naive loop vs PaddleX")
     bench.add_argument("--video", nargs="+", default=None,
@@ -75,6 +79,10 @@ def dispatch(args: argparse.Namespace) -> int:
         return _models(args)
     if args.command == "bench":
         return _bench(args)
+    if args.command == "serve":
+        from streampose.serving.cli import cmd_serve  # noqa: PLC0415
+
+        return cmd_serve(args)
     raise ConfigError(f"unknown command {args.command}")
 
 
@@ -86,7 +94,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from streampose.pipeline import check_threshold, create_pipeline  # noqa: PLC0415
     from streampose.sources import list_video_files  # noqa: PLC0415
 
-    if not (args.output or args.json or args.show):
+    if not (args.output or args.json or args.show or args.serve):
         print("streampose: note: no --output, --json or --show given; only the summary is printed",
               file=sys.stderr)
     threshold = check_threshold(args.det_threshold)
@@ -103,9 +111,16 @@ def cmd_run(args: argparse.Namespace) -> int:
                               det_threshold=threshold if threshold is not None else pipeline.det_threshold)
     source_options = {"fps": args.fps} if args.fps is not None else {}
     if not batch:
+        from streampose.serving.cli import start_live_view  # noqa: PLC0415
+
         outputs = RunOutputs(Path(args.output) if args.output else None, args.json, args.show, args.hud)
-        summary = run_stream(pipeline, args.source, settings, outputs, progress=args.progress,
-                             source_options=source_options)
+        live = start_live_view(args.serve)
+        try:
+            summary = run_stream(pipeline, args.source, settings, outputs, progress=args.progress,
+                                 source_options=source_options, extra_sinks=[live.sink] if live else [])
+        finally:
+            if live is not None:
+                live.stop()
         print_summary(summary)
         _write_summary(args.summary_json, summary, json)
         check_source_ended_cleanly(summary)

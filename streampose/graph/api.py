@@ -106,7 +106,7 @@ class RunOutputs:
     hud: bool = True
 
 
-def build_sinks(graph_holder: dict, source: FrameSource, outputs: RunOutputs):
+def build_sinks(graph_holder: dict, source: FrameSource, outputs: RunOutputs, draw_for_others: bool = False):
     """Sinks (render, encode, JSON Lines, window) and their finishers, opened before the run."""
     from streampose.render import SkeletonAnnotator, draw_hud  # noqa: PLC0415
     from streampose.sinks.jsonl import JsonLinesWriter  # noqa: PLC0415
@@ -118,7 +118,7 @@ def build_sinks(graph_holder: dict, source: FrameSource, outputs: RunOutputs):
     if outputs.json_path:
         writers["json"] = JsonLinesWriter(outputs.json_path)
     annotator = SkeletonAnnotator()
-    needs_image = outputs.output is not None or window is not None
+    needs_image = outputs.output is not None or window is not None or draw_for_others
     fps_clock = {"last": time.perf_counter(), "fps": 0.0}
 
     def sink(output: FrameOutput) -> None:
@@ -161,7 +161,8 @@ def build_sinks(graph_holder: dict, source: FrameSource, outputs: RunOutputs):
 
 
 def run_stream(pipeline: Any, source_spec: Any, settings: StreamSettings, outputs: RunOutputs,
-               *, progress: bool = True, source_options: dict | None = None) -> dict:
+               *, progress: bool = True, source_options: dict | None = None,
+               extra_sinks: list | None = None) -> dict:
     """Run one source to its sinks with a progress display; returns the summary dict.
 
     Outputs are finished (renamed into place) when the input ends, is interrupted, or is
@@ -169,9 +170,10 @@ def run_stream(pipeline: Any, source_spec: Any, settings: StreamSettings, output
     """
     source = _as_source(source_spec, **(source_options or {}))
     holder: dict = {}
-    sink, finish, writers = build_sinks(holder, source, outputs)
+    extra_sinks = list(extra_sinks or [])
+    sink, finish, writers = build_sinks(holder, source, outputs, draw_for_others=bool(extra_sinks))
     state = {"failed": False}
-    graph = StreamGraph(source, pipeline.detector, pipeline.keypoint_model, settings, [sink],
+    graph = StreamGraph(source, pipeline.detector, pipeline.keypoint_model, settings, [sink, *extra_sinks],
                         finishers=[lambda: finish(state["failed"] or graph.error is not None)])
     holder["graph"] = graph
     started = time.perf_counter()
