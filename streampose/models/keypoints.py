@@ -5,9 +5,9 @@ differences that are deliberate and documented in the README:
 
 * all crops of an image — or of several images — go through the model in one call, instead
   of one call per person;
-* with UDP the inverse transform is the UDP one (PaddleX maps UDP heatmaps back with the
-  non-UDP formula, pulling joints toward the crop's top-left); ``exact_udp_inverse=False``
-  reproduces PaddleX exactly.
+* with UDP the inverse transform is the UDP one, with TinyPose's heatmap at exactly input/4
+  (PaddleX maps UDP heatmaps back with the non-UDP formula, pulling joints toward the crop's
+  top-left); ``exact_udp_inverse=False`` reproduces PaddleX exactly.
 """
 
 from __future__ import annotations
@@ -68,11 +68,18 @@ def crop_matrices(centers: np.ndarray, scales: np.ndarray, input_wh: tuple[int, 
         matrices[:, 0, 2] = kx * (np.float32(-0.5) * (centers32[:, 0] * 2) + np.float32(0.5) * scales32[:, 0])
         matrices[:, 1, 2] = ky * (np.float32(-0.5) * (centers32[:, 1] * 2) + np.float32(0.5) * scales32[:, 1])
     else:
-        k = input_w / scales[:, 0]
-        matrices[:, 0, 0] = k
-        matrices[:, 1, 1] = k
-        matrices[:, 0, 2] = input_w / 2 - k * centers[:, 0]
-        matrices[:, 1, 2] = input_h / 2 - k * centers[:, 1]
+        # PaddleX builds this matrix with cv2.getAffineTransform from three float32 point pairs;
+        # OpenCV samples on a 1/32-pixel grid, so the last bits of the matrix move small persons'
+        # crops. Build it the same way (a few microseconds per person) for identical numbers.
+        dst = np.array([[input_w * 0.5, input_h * 0.5],
+                        [input_w * 0.5, input_h * 0.5 - input_w * 0.5],
+                        [input_w * 0.5 - input_w * 0.5, input_h * 0.5 - input_w * 0.5]], np.float32)
+        for slot in range(count):
+            center = centers[slot].astype(np.float32)
+            top = center + np.array([0.0, scales[slot, 0] * -0.5], np.float32)
+            third = top + np.array([-(center - top)[1], (center - top)[0]], np.float32)
+            src = np.stack([center, top, third]).astype(np.float32)
+            matrices[slot] = cv2.getAffineTransform(src, dst)
     return matrices
 
 
@@ -82,8 +89,11 @@ def heatmap_to_image(coords: np.ndarray, centers: np.ndarray, scales: np.ndarray
     heatmap_w, heatmap_h = heatmap_wh
     out = np.empty_like(coords, dtype=np.float64)
     if udp_inverse:
-        out[..., 0] = centers[:, None, 0] - scales[:, None, 0] / 2 + coords[..., 0] * scales[:, None, 0] / (heatmap_w - 1)
-        out[..., 1] = centers[:, None, 1] - scales[:, None, 1] / 2 + coords[..., 1] * scales[:, None, 1] / (heatmap_h - 1)
+        # TinyPose's UDP crops come with DARK heatmap targets at exactly input/4, so a heatmap
+        # cell is 4 input pixels and the input spans (W_in - 1) pixel steps across the box.
+        input_w, input_h = 4 * heatmap_w, 4 * heatmap_h
+        out[..., 0] = centers[:, None, 0] - scales[:, None, 0] / 2 + 4 * coords[..., 0] * scales[:, None, 0] / (input_w - 1)
+        out[..., 1] = centers[:, None, 1] - scales[:, None, 1] / 2 + 4 * coords[..., 1] * scales[:, None, 1] / (input_h - 1)
     else:
         unit = scales[:, None, 0] / heatmap_w
         out[..., 0] = centers[:, None, 0] + (coords[..., 0] - heatmap_w / 2) * unit
