@@ -7,7 +7,6 @@ boxes are posed, and each person's keypoints correct its box for the next frame.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,7 +61,6 @@ class SourcePersons:
                  smooth_params: dict | None = None) -> None:
         self.tracker = BoxTracker(tracker_config)
         self.schedule = DetectionSchedule(det_interval)
-        self._schedule_lock = threading.Lock()
         self.smoother = KeypointSmoother(**(smooth_params or {})) if smooth else None
         # track id → detector box margins relative to its keypoint extent (see refine_from_pose)
         self._margins: dict[int, np.ndarray] = {}
@@ -70,8 +68,15 @@ class SourcePersons:
 
     # -- called by the detect stage -----------------------------------------------------------
     def should_detect(self, frame_index: int) -> bool:
-        with self._schedule_lock:
-            return self.schedule.should_detect(frame_index)
+        """The fixed cadence (every k-th frame index); decided from indices alone, so the detect
+        stage can run ahead of the tracker without making results depend on thread timing."""
+        return self.schedule.should_detect(frame_index)
+
+    @property
+    def needs_detection(self) -> bool:
+        """The tracker has nothing to pose, lost someone or holds tentative tracks: the pose stage
+        runs the detector on the next frame itself."""
+        return self.tracker.needs_detection
 
     # -- called by the pose stage, in frame order ----------------------------------------------
     def plan(self, detections: Detections | None) -> PoseRequest:
@@ -106,9 +111,6 @@ class SourcePersons:
                 self._seen_ids.add(track_id)
             persons.append(Person(track_id, request.boxes[slot], float(request.det_scores[slot]),
                                   keypoints, float(pose.scores[slot]), request.detected))
-        if self.tracker.needs_detection:
-            with self._schedule_lock:
-                self.schedule.request_detection()
         self._forget_dead()
         return persons
 

@@ -72,9 +72,14 @@ class StreamGraph:
         self.stop_event = threading.Event()
         live = bool(source.is_live)
         size = settings.queue_size
+        # Live: only the decoder's queue may hold a backlog (it drops the oldest); later queues
+        # and batches stay minimal, so a frame waits behind as few others as possible.
+        inner = min(size, 1) if live else size
+        self.det_batch = 1 if live else settings.det_batch
+        self.pose_batch_frames = 1 if live else settings.pose_batch_frames
         self.decoded: StageQueue[_Work] = StageQueue(size, self.stop_event, drop_oldest=live)
-        self.detected: StageQueue[_Work] = StageQueue(size, self.stop_event)
-        self.posed: StageQueue[FrameOutput] = StageQueue(size, self.stop_event)
+        self.detected: StageQueue[_Work] = StageQueue(inner, self.stop_event)
+        self.posed: StageQueue[FrameOutput] = StageQueue(inner, self.stop_event)
         self.stats = {name: StageStats(name) for name in ("decode", "detect", "pose", "sink")}
         self.latency = LatencyTracker()
         self.error: BaseException | None = None
@@ -167,7 +172,7 @@ class StreamGraph:
             batch = [first] if first is not END else []
             ended = first is END
             if not ended:
-                for item in self.decoded.get_ready(self.settings.det_batch - 1):
+                for item in self.decoded.get_ready(self.det_batch - 1):
                     if item is END:
                         ended = True
                         break
@@ -195,21 +200,33 @@ class StreamGraph:
                 return
             batch = [first]
             ended = False
-            for item in self.detected.get_ready(self.settings.pose_batch_frames - 1):
+            for item in self.detected.get_ready(self.pose_batch_frames - 1):
                 if item is END:
                     ended = True
                     break
                 batch.append(item)
             started = time.perf_counter()
-            requests: list[PoseRequest] = [self.persons.plan(work.detections) for work in batch]
+            requests: list[PoseRequest] = []
+            for work in batch:
+                # The tracker lost someone on the previous frame: detect this one now, in frame
+                # order, so the result never depends on how far ahead the detect stage ran.
+                if work.detections is None and self.persons.needs_detection:
+                    detect_started = time.perf_counter()
+                    work.detections = self.detector.predict([work.frame.image], self.settings.det_threshold)[0]
+                    self.stats["detect"].record(time.perf_counter() - detect_started)
+                    self.detector_runs += 1
+                requests.append(self.persons.plan(work.detections))
             poses = self.keypoint_model.predict_many([work.frame.image for work in batch],
                                                      [request.boxes for request in requests])
+            outputs = []
             for work, request, pose in zip(batch, requests, poses):
                 persons = self.persons.finish(request, pose, work.frame.pts)
                 self.persons_posed += len(persons)
                 self.track_ids.update(p.track_id for p in persons if p.track_id is not None)
-                self.posed.put(FrameOutput(work.frame, persons, request.detected, work.decoded_at))
+                outputs.append(FrameOutput(work.frame, persons, request.detected, work.decoded_at))
             stats.record(time.perf_counter() - started, len(batch))
+            for output in outputs:
+                self.posed.put(output)
             if ended:
                 self.posed.put(END, force=True)
                 return
@@ -228,6 +245,12 @@ class StreamGraph:
                 stats.record(now - started)
                 self.latency.add(now - output.decoded_at)
                 self.frames_out += 1
+        except Closed:
+            raise
+        except BaseException as exc:
+            if self.error is None:  # before the finishers run, so they abort instead of closing
+                self.error, self.error_stage = exc, "sink"
+            raise
         finally:
             for finish in self.finishers:
                 finish()
