@@ -1,0 +1,303 @@
+"""The threaded streaming graph: queue policies, error propagation, stopping, per-stage figures.
+
+Queues are tested on their own; everything else runs the real graph on real models and a short
+clip cut from vtest.avi, so a failure here is a failure users would meet. Faults are injected
+with small wrappers around the real objects (a detector that fails on its second call, a sink
+that raises), never with mocks of the graph itself.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import av
+import numpy as np
+import pytest
+
+from streampose.errors import InputError
+from streampose.graph.api import RunOutputs, run_stream
+from streampose.graph.queues import Closed, StageQueue
+from streampose.graph.runner import FrameOutput, StreamGraph, StreamSettings
+from streampose.runtime import available_backends
+from streampose.sinks.video import VideoWriter
+from streampose.sources import VideoFileSource, open_source
+
+CLIP_FRAMES = 24
+THREAD_PREFIX = "streampose-"
+
+
+def fastest_backend() -> str:
+    """OpenVINO, then ONNX Runtime, then Paddle: the same results (parity tests), less CPU time."""
+    installed = available_backends()
+    return next(name for name in ("openvino", "onnxruntime", "paddle") if name in installed)
+
+
+def graph_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name.startswith(THREAD_PREFIX)]
+
+
+def wait_for_no_graph_threads(limit_s: float = 5.0) -> list[str]:
+    """Names of graph threads still alive after ``limit_s`` (empty when all ended)."""
+    deadline = time.monotonic() + limit_s
+    while graph_threads() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return [thread.name for thread in graph_threads()]
+
+
+def write_vtest_clip(samples_dir: Path, target: Path, frames: int) -> Path:
+    """The first ``frames`` frames of vtest.avi re-encoded (H.264, 10 fps) into ``target``."""
+    with av.open(str(samples_dir / "vtest.avi")) as container:
+        stream = container.streams.video[0]
+        images = [frame.to_ndarray(format="bgr24")
+                  for frame in itertools.islice(container.decode(stream), frames)]
+    height, width = images[0].shape[:2]
+    with VideoWriter(target, 10, (width, height)) as writer:
+        for index, image in enumerate(images):
+            writer.write(image, index / 10)
+    return target
+
+
+def outputs_left(folder: Path) -> list[str]:
+    return sorted(path.name for path in folder.iterdir())
+
+
+@pytest.fixture(scope="module")
+def pipeline(model_home):
+    from streampose import create_pipeline
+
+    return create_pipeline("human_keypoint_detection", backend=fastest_backend())
+
+
+@pytest.fixture(scope="module")
+def clip(samples_dir, tmp_path_factory) -> Path:
+    return write_vtest_clip(samples_dir, tmp_path_factory.mktemp("graph") / "clip.mp4", CLIP_FRAMES)
+
+
+# -- queues --------------------------------------------------------------------------------------
+
+
+def test_drop_oldest_queue_keeps_the_newest_items_and_counts_drops():
+    queue: StageQueue[int] = StageQueue(3, threading.Event(), drop_oldest=True)
+    dropped = [queue.put(item) for item in range(7)]
+    assert dropped == [None, None, None, 0, 1, 2, 3]
+    assert queue.dropped == 4
+    assert queue.max_depth == 3
+    assert [queue.get() for _ in range(len(queue))] == [4, 5, 6]
+
+
+def test_blocking_put_waits_for_room_and_loses_nothing():
+    queue: StageQueue[int] = StageQueue(2, threading.Event())
+    queue.put(0)
+    queue.put(1)
+    put_done = threading.Event()
+
+    def producer() -> None:
+        queue.put(2)
+        put_done.set()
+
+    thread = threading.Thread(target=producer, daemon=True)
+    thread.start()
+    assert not put_done.wait(0.3), "put on a full queue returned without room"
+    assert queue.get() == 0
+    assert put_done.wait(2.0), "put did not resume once the consumer made room"
+    assert [queue.get(), queue.get()] == [1, 2]
+    assert queue.dropped == 0 and queue.max_depth == 2
+    thread.join(2)
+
+
+def test_blocked_put_and_get_raise_closed_soon_after_stop():
+    stop = threading.Event()
+    full: StageQueue[int] = StageQueue(1, stop)
+    full.put(0)
+    empty: StageQueue[int] = StageQueue(1, stop)
+    outcomes: dict[str, tuple[str, float]] = {}
+
+    def attempt(name: str, call) -> None:
+        try:
+            call()
+            outcomes[name] = ("returned", time.monotonic())
+        except Closed:
+            outcomes[name] = ("closed", time.monotonic())
+
+    threads = [threading.Thread(target=attempt, args=("put", lambda: full.put(1)), daemon=True),
+               threading.Thread(target=attempt, args=("get", empty.get), daemon=True)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.3)
+    assert not outcomes, "a wait ended before anything happened"
+    stopped_at = time.monotonic()
+    stop.set()
+    for thread in threads:
+        thread.join(2.0)
+    assert {name: kind for name, (kind, _) in outcomes.items()} == {"put": "closed", "get": "closed"}
+    assert max(at for _, at in outcomes.values()) - stopped_at < 0.5
+    assert len(full) == 1  # the refused item was not added
+
+
+def test_forced_put_lets_the_end_marker_through_a_full_queue():
+    queue: StageQueue[object] = StageQueue(1, threading.Event())
+    queue.put("frame")
+    marker = object()
+    assert queue.put(marker, force=True) is None
+    assert queue.get() == "frame" and queue.get() is marker
+    assert queue.max_depth == 2
+
+
+def test_queue_size_must_be_positive():
+    with pytest.raises(ValueError, match="at least 1"):
+        StageQueue(0, threading.Event())
+
+
+# -- the graph on real models ---------------------------------------------------------------------
+
+
+def test_a_file_flows_through_every_stage_in_order_and_is_counted(pipeline, clip):
+    outputs: list[FrameOutput] = []
+    finished = []
+    source = VideoFileSource(clip)
+    settings = StreamSettings(det_interval=1, queue_size=2, det_threshold=pipeline.det_threshold)
+    graph = StreamGraph(source, pipeline.detector, pipeline.keypoint_model, settings, [outputs.append],
+                        finishers=[lambda: finished.append(True)])
+    graph.run()
+    source.close()
+
+    assert [output.frame.index for output in outputs] == list(range(CLIP_FRAMES))
+    assert all(output.detected for output in outputs)  # det_interval 1: the detector sees every frame
+    assert sum(len(output.persons) for output in outputs) > 2 * CLIP_FRAMES  # vtest is a busy street
+    assert finished == [True]
+    summary = graph.summary()
+    assert {stage["stage"]: stage["items"] for stage in summary["stages"]} == {
+        "decode": CLIP_FRAMES, "detect": CLIP_FRAMES, "pose": CLIP_FRAMES, "sink": CLIP_FRAMES}
+    assert summary["frames"] == summary["detector_frames"] == CLIP_FRAMES
+    assert summary["persons"] == sum(len(output.persons) for output in outputs)
+    assert summary["dropped"] == 0 and summary["decode_error"] is None
+    # A file never drops, so queues fill to their size, plus one slot for the end marker.
+    assert all(1 <= depth <= settings.queue_size + 1 for depth in summary["queue_max_depth"].values())
+    latency = summary["latency"]
+    assert 0 < latency["p50_ms"] <= latency["p95_ms"] <= latency["max_ms"]
+    assert wait_for_no_graph_threads() == []
+
+
+def test_a_failing_sink_stops_the_graph_and_aborts_the_outputs(pipeline, samples_dir, tmp_path):
+    """A frame of another size makes the video sink raise; nothing may be left looking complete.
+
+    Bug (runner.py, ``_sink_loop``): the finishers run in its ``finally`` before ``_guard`` records
+    the error, so ``finish(graph.error is not None)`` sees no error and *closes* the writers: the
+    CLI prints an error yet leaves a one-frame video and a JSON file behind as if good.
+    """
+    images = tmp_path / "images"
+    images.mkdir()
+    shutil.copy(samples_dir / "basketball1.png", images / "1.png")  # 640x480
+    shutil.copy(samples_dir / "messi5.jpg", images / "2.jpg")  # 548x342: the writer refuses it
+    results = tmp_path / "results"
+    results.mkdir()
+    outputs = RunOutputs(results / "out.mp4", str(results / "out.jsonl"), show=False, hud=True)
+    settings = StreamSettings(det_interval=1, det_threshold=pipeline.det_threshold)
+
+    started = time.monotonic()
+    with pytest.raises(InputError, match="frame 1 is 548x342"):
+        run_stream(pipeline, str(images), settings, outputs, progress=False)
+    assert time.monotonic() - started < 10
+    assert wait_for_no_graph_threads() == []
+    assert outputs_left(results) == [], "a failed run left outputs behind"
+
+
+def test_a_failing_detector_stops_the_graph_without_hanging(pipeline, clip, tmp_path):
+    class DetectorFailingOnSecondCall:
+        """The real detector, until its second call."""
+
+        def __init__(self, real) -> None:
+            self.real, self.calls = real, 0
+
+        def predict(self, images, threshold=None):
+            self.calls += 1
+            if self.calls == 2:
+                raise RuntimeError("detector exploded on purpose")
+            return self.real.predict(images, threshold)
+
+    failing = SimpleNamespace(detector=DetectorFailingOnSecondCall(pipeline.detector),
+                              keypoint_model=pipeline.keypoint_model)
+    outputs = RunOutputs(tmp_path / "out.mp4", str(tmp_path / "out.jsonl"), show=False, hud=True)
+    settings = StreamSettings(det_interval=1, det_batch=1, det_threshold=pipeline.det_threshold)
+
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="exploded on purpose"):
+        run_stream(failing, str(clip), settings, outputs, progress=False)
+    assert time.monotonic() - started < 15
+    assert failing.detector.calls == 2  # the graph stopped: no detection after the failure
+    assert wait_for_no_graph_threads() == []
+    assert outputs_left(tmp_path) == [], "a failed run left outputs behind"
+
+
+def test_stop_ends_every_stage_promptly_while_queues_are_full(pipeline, clip):
+    sink_started = threading.Event()
+
+    def slow_sink(output: FrameOutput) -> None:
+        sink_started.set()
+        time.sleep(0.3)
+
+    source = VideoFileSource(clip)
+    settings = StreamSettings(det_interval=3, queue_size=2, det_threshold=pipeline.det_threshold)
+    finished = []
+    graph = StreamGraph(source, pipeline.detector, pipeline.keypoint_model, settings, [slow_sink],
+                        finishers=[lambda: finished.append(True)])
+    graph.start()
+    assert sink_started.wait(30)
+    time.sleep(1.0)  # upstream stages now wait on full queues (files apply backpressure)
+    assert graph.summary()["queue_max_depth"]["posed"] == settings.queue_size
+    stopped_at = time.monotonic()
+    graph.stop()
+    assert graph.wait(5.0), "graph threads still alive after stop()"
+    # The sink finishes the frame it holds (≤ 0.3 s); every queue wait gives up within 0.05 s.
+    assert time.monotonic() - stopped_at < 1.5
+    assert finished == [True]
+    assert graph.error is None
+    assert graph.frames_out < CLIP_FRAMES
+    source.close()
+    assert wait_for_no_graph_threads() == []
+
+
+def test_stage_times_exclude_waiting_for_a_slow_sink(pipeline):
+    """A stage's mean ms is its own work; blocked time on a full queue belongs to the slow stage.
+
+    testsrc2 has no person, so posing costs nothing: a pose mean near the sink's sleep means the
+    pose stage timed its wait on the full output queue. Bug (runner.py, ``_pose_loop``):
+    ``stats.record`` runs after the ``self.posed.put`` calls; record before putting.
+    """
+    sink_s = 0.3  # well above a detector call even on a busy machine, so the sink is the bottleneck
+
+    def slow_sink(output: FrameOutput) -> None:
+        time.sleep(sink_s)
+
+    source = open_source("lavfi:testsrc2=size=320x240:rate=25:duration=2")
+    settings = StreamSettings(det_interval=3, queue_size=2, det_threshold=pipeline.det_threshold)
+    graph = StreamGraph(source, pipeline.detector, pipeline.keypoint_model, settings, [slow_sink])
+    graph.run()
+    source.close()
+    stages = {stage["stage"]: stage for stage in graph.summary()["stages"]}
+    assert stages["sink"]["mean_ms"] >= sink_s * 1000
+    assert graph.persons_posed == 0
+    assert stages["pose"]["mean_ms"] < 0.25 * stages["sink"]["mean_ms"], stages["pose"]
+
+
+def test_frames_match_across_two_graphs_with_every_frame_detected(pipeline, clip):
+    """det_interval 1 is deterministic: the threads' timing must not change any result."""
+    def collect() -> list[list[np.ndarray]]:
+        found: list[list[np.ndarray]] = []
+        source = VideoFileSource(clip)
+        settings = StreamSettings(det_interval=1, queue_size=3, det_threshold=pipeline.det_threshold)
+        sink = lambda output: found.append([person.keypoints for person in output.persons])  # noqa: E731
+        StreamGraph(source, pipeline.detector, pipeline.keypoint_model, settings, [sink]).run()
+        source.close()
+        return found
+
+    first, second = collect(), collect()
+    assert [len(frame) for frame in first] == [len(frame) for frame in second]
+    for frame_a, frame_b in zip(first, second):
+        for person_a, person_b in zip(frame_a, frame_b):
+            np.testing.assert_allclose(person_a, person_b, atol=1e-3)
