@@ -304,8 +304,9 @@ def test_detector_runs_on_every_frame_or_far_fewer(vtest_d1, vtest_d3):
     every, some = vtest_d1.summary()["detector_frames"], vtest_d3.summary()["detector_frames"]
     print(f"\ndetector frames: --det-interval 1 {every}, --det-interval 3 {some}")
     assert every == VTEST_FRAMES
-    # Every third frame is 265; lost tracks ask for extra detections (measured 311-321).
-    assert VTEST_FRAMES / 3 <= some <= 0.5 * VTEST_FRAMES
+    # Every third frame is 265; the frame after a lost or tentative track is detected too
+    # (measured 410, the same on every run since detections are decided in frame order).
+    assert VTEST_FRAMES / 3 <= some <= 0.55 * VTEST_FRAMES
 
 
 @pytest.mark.slow
