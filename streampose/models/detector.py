@@ -57,7 +57,15 @@ class Detector:
         if "image" not in self.input_names:
             raise ModelError(f"model {files.model_dir}: detector has no input named 'image' ({self.input_names})")
         # Exports with NMS in the graph take the scale factor; raw exports take only the image.
-        self.nms_in_graph = "scale_factor" in self.input_names
+        # A backend may run such a graph only up to its NMS (pre_nms): boxes then come in
+        # original-image pixels and the NMS runs here with the graph's own thresholds.
+        self.pre_nms = getattr(self.session, "pre_nms", None)
+        self.nms_in_graph = "scale_factor" in self.input_names and self.pre_nms is None
+        if self.pre_nms is not None:
+            self.nms_score_threshold = self.pre_nms.score_threshold
+            self.nms_iou_threshold = self.pre_nms.iou_threshold
+            self.nms_top_k = -1  # ONNX's NonMaxSuppression has no pre-NMS top-k
+            self.nms_keep_top_k = self.pre_nms.keep_top_k
         self.max_batch = int(getattr(self.session, "max_batch", 0) or 0)
 
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, ImageRecord]:
@@ -127,9 +135,10 @@ class Detector:
         for image_boxes, image_scores, record in zip(boxes, scores, records):
             rows = multiclass_nms(image_boxes, image_scores, score_floor, self.nms_iou_threshold,
                                   self.nms_top_k, self.nms_keep_top_k)
-            resized_h, resized_w = record.resized_hw
-            rows[:, [2, 4]] = np.clip(rows[:, [2, 4]], 0, resized_w) / record.scale_xy[0]
-            rows[:, [3, 5]] = np.clip(rows[:, [3, 5]], 0, resized_h) / record.scale_xy[1]
+            if self.pre_nms is None:  # raw exports: boxes in resized-input pixels
+                resized_h, resized_w = record.resized_hw
+                rows[:, [2, 4]] = np.clip(rows[:, [2, 4]], 0, resized_w) / record.scale_xy[0]
+                rows[:, [3, 5]] = np.clip(rows[:, [3, 5]], 0, resized_h) / record.scale_xy[1]
             rows_per_image.append(rows)
         return rows_per_image
 

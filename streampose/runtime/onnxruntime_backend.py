@@ -13,6 +13,7 @@ import numpy as np
 
 from streampose.errors import DeviceError, ModelError
 from streampose.models.export import MAX_BATCH_METADATA_KEY, cache_home, onnx_path_for
+from streampose.models.split_nms import NmsSettings, split_nms
 from streampose.runtime.base import ModelFiles, RuntimeOptions
 from streampose.runtime.devices import Device, parse_device
 
@@ -73,6 +74,12 @@ class OnnxRuntimeSession:
         device = parse_device(options.device)
         providers = _providers_for(device, ort, options)  # fail on a missing GPU before exporting
         model_path = onnx_path_for(files)
+        # Detectors with NMS in the graph: run the graph up to the NMS (any batch) and let the
+        # detector do the NMS (streampose.models.split_nms explains why).
+        self.pre_nms: NmsSettings | None = None
+        split = split_nms(model_path) if options.extra.get("split_nms", True) else None
+        if split is not None:
+            model_path, self.pre_nms = split
         session_options = ort.SessionOptions()
         session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         session_options.log_severity_level = _ORT_ERRORS_ONLY
@@ -92,6 +99,8 @@ class OnnxRuntimeSession:
         self.output_names = [declared_outputs[i] for i in paddle_output_order(declared_outputs)]
         metadata = self._session.get_modelmeta().custom_metadata_map
         self.max_batch = int(metadata[MAX_BATCH_METADATA_KEY]) if MAX_BATCH_METADATA_KEY in metadata else None
+        if self.pre_nms is not None:
+            self.max_batch = None
         self.providers = list(self._session.get_providers())
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:

@@ -26,6 +26,7 @@ import numpy as np
 
 from streampose.errors import ConfigError, DeviceError, ModelError
 from streampose.models.export import MAX_BATCH_METADATA_KEY, onnx_path_for
+from streampose.models.split_nms import NmsSettings, split_nms
 from streampose.runtime.base import ModelFiles, RuntimeOptions
 from streampose.runtime.devices import parse_device
 from streampose.runtime.onnxruntime_backend import paddle_output_order, run_in_single_batches
@@ -89,11 +90,17 @@ class OpenVinoSession:
             config["INFERENCE_NUM_THREADS"] = int(options.cpu_threads)
         core = ov.Core()
         source = files.openvino_xml or onnx_path_for(files)
+        # Detectors with NMS in the graph: run the graph up to the NMS (any batch, and OpenVINO
+        # runs the NMS tail slowly) and let the detector do the NMS (see split_nms).
+        self.pre_nms: NmsSettings | None = None
+        split = split_nms(source) if files.openvino_xml is None and options.extra.get("split_nms", True) else None
+        if split is not None:
+            source, self.pre_nms = split
         try:
             model = core.read_model(str(source))
         except Exception as exc:  # OpenVINO raises RuntimeError/GeneralFailure with long texts
             raise ModelError(f"model {source}: OpenVINO could not read it ({_first_line(exc)})") from exc
-        self.max_batch = _max_batch_of(model)
+        self.max_batch = None if self.pre_nms is not None else _max_batch_of(model)
         self.input_names, input_ports, self._output_ports = _paddle_layout(files, model)
         is_float = [_spec_of(port).is_float for port in model.inputs]
         self._input_ports = dict(zip(self.input_names, input_ports))
