@@ -7,6 +7,7 @@ yields the same result objects.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from collections.abc import Iterator
@@ -52,19 +53,27 @@ class KeypointPipeline:
 
     def __init__(self, settings: PipelineSettings, device: str | None = None, *,
                  backend: str | None = None, cpu_threads: int = 0, enable_mkldnn: bool = True,
-                 precision: str = "f32") -> None:
+                 precision: str | None = None) -> None:
         self.settings = settings
         self.device = str(parse_device(device))
         self.backend = resolve_backend(backend or settings.backend, self.device)
         self.runtime_options = RuntimeOptions(backend=self.backend, device=self.device,
                                               cpu_threads=cpu_threads, enable_mkldnn=enable_mkldnn,
-                                              precision=precision)
+                                              precision=precision or "f32")
         det_files = load_model_files(settings.detector.model_name, settings.detector.model_dir)
         kpt_files = load_model_files(settings.keypoints.model_name, settings.keypoints.model_dir)
-        self.detector = Detector(det_files, self.runtime_options)
-        self.keypoint_model = KeypointModel(kpt_files, self.runtime_options, flip=settings.flip,
-                                            use_udp=settings.use_udp)
+        self.detector = Detector(det_files, self._options_for(settings.detector.precision, precision))
+        self.keypoint_model = KeypointModel(kpt_files, self._options_for(settings.keypoints.precision, precision),
+                                            flip=settings.flip, use_udp=settings.use_udp)
         self.det_threshold = settings.det_threshold
+
+    def _options_for(self, configured: str | None, explicit: str | None) -> RuntimeOptions:
+        """An explicit precision wins; else the sub-module's config; else f32. Only OpenVINO has a
+        precision switch; other backends always run their model's own (f32) precision."""
+        chosen = explicit or configured or "f32"
+        if self.backend != "openvino":
+            chosen = "f32"
+        return dataclasses.replace(self.runtime_options, precision=chosen)
 
     def predict(self, input: Any, det_threshold: float | None = None, **kwargs: Any) -> Iterator[KptResult]:  # noqa: A002
         """Yield one :class:`KptResult` per input image, in input order (a generator, as in PaddleX)."""
@@ -107,7 +116,7 @@ class KeypointPipeline:
 
 def create_pipeline(pipeline: str | None = None, config: dict | None = None, device: str | None = None,
                     *, backend: str | None = None, engine: str | None = None, cpu_threads: int = 0,
-                    enable_mkldnn: bool = True, precision: str = "f32", **kwargs: Any) -> KeypointPipeline:
+                    enable_mkldnn: bool = True, precision: str | None = None, **kwargs: Any) -> KeypointPipeline:
     """Build the pipeline from a name (``human_keypoint_detection``), a YAML path or a config dict."""
     for name in _PADDLEX_ONLY_KWARGS:
         if kwargs.pop(name, None) not in (None, False):

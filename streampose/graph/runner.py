@@ -35,7 +35,10 @@ class StreamSettings:
     smooth: bool = False
     queue_size: int = 4
     det_batch: int = 4  # detector frames batched in one call when several are ready
-    pose_batch_frames: int = 4  # frames whose crops share one pose call when several are ready
+    # Frames whose crops share one pose call when several are ready. 1: on a CPU a pose call's
+    # cost is linear in crops, so batching frames gains nothing and only adds batch sizes
+    # (each a model compile on OpenVINO) and latency; a GPU may want more.
+    pose_batch_frames: int = 1
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
 
 
