@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from streampose.config import STREAM_PRESET
 from streampose.errors import ConfigError, InputError, StreamposeError
 
 DEFAULT_DET_INTERVAL = 3
@@ -40,8 +41,9 @@ def register_commands(commands: argparse._SubParsersAction,
                           "tracked boxes are posed in between")
     run.add_argument("--det_threshold", "--det-threshold", dest="det_threshold", type=float, default=None)
     run.add_argument("--smooth", action="store_true", help="One-Euro keypoint smoothing per track")
-    run.add_argument("--pipeline", "--config", dest="pipeline", default="human_keypoint_detection",
-                     help="pipeline name or PaddleX-schema YAML")
+    run.add_argument("--pipeline", "--config", dest="pipeline", default=STREAM_PRESET,
+                     help=f"pipeline name or PaddleX-schema YAML (default {STREAM_PRESET}: the same "
+                          "models as human_keypoint_detection, tuned for video)")
     run.add_argument("--fps", type=float, default=None, help="frame rate for image sequences and webcams")
     run.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     run.add_argument("--no-hud", dest="hud", action="store_false", help="no fps/persons panel on the video")
@@ -56,7 +58,7 @@ def register_commands(commands: argparse._SubParsersAction,
     bench.add_argument("--backend", default=None)
     bench.add_argument("--det-interval", "--det_interval", dest="det_interval", type=_positive_int,
                        default=DEFAULT_DET_INTERVAL)
-    bench.add_argument("--pipeline", "--config", dest="pipeline", default="human_keypoint_detection")
+    bench.add_argument("--pipeline", "--config", dest="pipeline", default=STREAM_PRESET)
     bench.add_argument("--baseline-frames", type=_positive_int, default=120)
     bench.add_argument("--paddlex-frames", type=_positive_int, default=60)
     bench.add_argument("--variant-frames", type=_positive_int, default=300,
