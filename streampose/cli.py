@@ -114,7 +114,14 @@ def _paddlex_style(argv: list[str]) -> argparse.Namespace | None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from streampose.pipeline import create_pipeline  # noqa: PLC0415
+    from streampose.inputs import collect_inputs  # noqa: PLC0415
+    from streampose.pipeline import create_pipeline, input_cache_dir  # noqa: PLC0415
+
+    # Check local inputs before the models load, so a typo fails in a blink; URLs are fetched
+    # (and checked) by predict itself.
+    local = [entry for entry in args.input if not entry.lower().startswith(("http://", "https://"))]
+    if local:
+        collect_inputs(local, input_cache_dir())
 
     pipeline = create_pipeline(args.pipeline, device=args.device, backend=args.backend,
                                engine=args.engine, cpu_threads=args.cpu_threads,

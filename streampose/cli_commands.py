@@ -106,20 +106,30 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--output {args.output}: give a folder when --source is a folder of videos")
     if batch and args.json and args.json != "-" and Path(args.json).suffix:
         raise ConfigError(f"--json {args.json}: give a folder when --source is a folder of videos")
-    pipeline = create_pipeline(args.pipeline, device=args.device, backend=args.backend, engine=args.engine,
-                               cpu_threads=args.cpu_threads, enable_mkldnn=args.enable_mkldnn,
-                               precision=args.precision)
+    source = None
+    if not batch:
+        from streampose.sources import open_source  # noqa: PLC0415
+
+        # Open the source before loading models: a bad path or URL fails at once.
+        source = open_source(args.source, **({"fps": args.fps} if args.fps is not None else {}))
+    try:
+        pipeline = create_pipeline(args.pipeline, device=args.device, backend=args.backend, engine=args.engine,
+                                   cpu_threads=args.cpu_threads, enable_mkldnn=args.enable_mkldnn,
+                                   precision=args.precision)
+    except BaseException:
+        if source is not None:
+            source.close()
+        raise
     settings = StreamSettings(det_interval=args.det_interval, smooth=args.smooth,
                               det_threshold=threshold if threshold is not None else pipeline.det_threshold)
-    source_options = {"fps": args.fps} if args.fps is not None else {}
     if not batch:
         from streampose.serving.cli import start_live_view  # noqa: PLC0415
 
         outputs = RunOutputs(Path(args.output) if args.output else None, args.json, args.show, args.hud)
         live = start_live_view(args.serve)
         try:
-            summary = run_stream(pipeline, args.source, settings, outputs, progress=args.progress,
-                                 source_options=source_options, extra_sinks=[live.sink] if live else [])
+            summary = run_stream(pipeline, source, settings, outputs, progress=args.progress,
+                                 extra_sinks=[live.sink] if live else [])
         finally:
             if live is not None:
                 live.stop()
