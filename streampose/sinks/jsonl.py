@@ -14,12 +14,12 @@ import os
 import sys
 import threading
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Mapping, TextIO
 
 import numpy as np
 
 from ..errors import InputError
+from .base import AtomicOutput
 from .video import partial_path_for
 
 STDOUT = "-"
@@ -42,7 +42,7 @@ def dumps_line(record: Mapping[str, Any]) -> str:
     return json.dumps(record, separators=(",", ":"), default=to_json_value)
 
 
-class JsonLinesWriter:
+class JsonLinesWriter(AtomicOutput):
     """Append one JSON object per frame; same close/abort contract as the video writer."""
 
     def __init__(self, target: str | os.PathLike[str]) -> None:
@@ -92,10 +92,6 @@ class JsonLinesWriter:
                 self._discard_partial()
                 raise InputError(f"cannot write JSON lines {self._name}: {error.strerror or error}") from None
 
-    def abort(self) -> None:
-        """Stop and delete the partial file; the final name is never created."""
-        with self._lock:
-            self._abort_locked()
 
     def _abort_locked(self) -> None:
         if not self._finished:
@@ -115,16 +111,3 @@ class JsonLinesWriter:
     def _name(self) -> str:
         return "stdout" if self.path is None else str(self.path)
 
-    def __enter__(self) -> JsonLinesWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None or issubclass(exc_type, KeyboardInterrupt):
-            self.close()
-        else:
-            self.abort()

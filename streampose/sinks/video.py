@@ -22,7 +22,6 @@ import os
 import threading
 from fractions import Fraction
 from pathlib import Path
-from types import TracebackType
 
 import av
 import av.error
@@ -30,6 +29,7 @@ import cv2
 import numpy as np
 
 from ..errors import ConfigError, InputError
+from .base import AtomicOutput
 
 AUTO_CODECS = ("libx264", "mpeg4")
 DEFAULT_X264_PRESET = "veryfast"
@@ -84,7 +84,7 @@ def even_size(size: tuple[int, int]) -> tuple[int, int]:
     return width + width % 2, height + height % 2
 
 
-class VideoWriter:
+class VideoWriter(AtomicOutput):
     """Encode BGR frames into a video file with the source's size, rate and frame count.
 
     Use from one thread at a time (a lock guards against a stray ``close`` from another).
@@ -189,10 +189,6 @@ class VideoWriter:
                 self._abort_locked()
                 raise InputError(f"cannot write video {self.path}: {_cause(error)}") from None
 
-    def abort(self) -> None:
-        """Stop writing and delete the partial file; the final name is never created."""
-        with self._lock:
-            self._abort_locked()
 
     def _abort_locked(self) -> None:
         if not self._finished:
@@ -245,19 +241,6 @@ class VideoWriter:
         self._last_ticks = ticks
         return ticks
 
-    def __enter__(self) -> VideoWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None or issubclass(exc_type, KeyboardInterrupt):
-            self.close()
-        else:
-            self.abort()
 
     def __del__(self) -> None:
         # An abandoned writer leaves no partial file behind (best effort; close() is the contract).
