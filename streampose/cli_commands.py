@@ -72,6 +72,14 @@ def register_commands(commands: argparse._SubParsersAction,
     export.add_argument("model", help="model name (in the model home) or folder")
     export.add_argument("--output", default=None, help="where to write the .onnx (default: cache)")
     export.add_argument("--opset", type=int, default=13)
+    quantize = models_sub.add_parser(
+        "quantize", help="make INT8 copies of models (NNCF, calibrated on real frames) for --precision int8")
+    quantize.add_argument("--model", action="extend", nargs="+", default=None,
+                          help=f"model name(s) or folder(s) (default: the {STREAM_PRESET} detector and pose model)")
+    quantize.add_argument("--video", default=None,
+                          help="calibration video (default: vtest.avi of the shared samples, with its photos)")
+    quantize.add_argument("--images", default=None, help="folder of calibration photos")
+    quantize.add_argument("--samples", type=_positive_int, default=300, help="calibration inputs per model")
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -200,6 +208,8 @@ def _write_summary(path: str | None, summary: dict, json) -> None:
 
 
 def _models(args: argparse.Namespace) -> int:
+    if args.models_command == "quantize":
+        return _quantize(args)
     from streampose.models.export import export_onnx  # noqa: PLC0415
     from streampose.models.registry import load_model_files  # noqa: PLC0415
 
@@ -207,6 +217,22 @@ def _models(args: argparse.Namespace) -> int:
     files = load_model_files(None, folder) if folder.is_dir() else load_model_files(args.model, None)
     output = export_onnx(files, Path(args.output) if args.output else None, opset=args.opset)
     print(f"streampose: ONNX model written to {output}", file=sys.stderr)
+    return 0
+
+
+def _quantize(args: argparse.Namespace) -> int:
+    from streampose.models.quantize import calibration_images, quantize_named_models  # noqa: PLC0415
+
+    video = Path(args.video) if args.video else None
+    images = Path(args.images) if args.images else None
+    if video is None and images is None:
+        try:
+            video = _default_video()
+        except InputError:
+            raise InputError("models quantize: no --video or --images given and vtest.avi not found "
+                             "(set STREAMPOSE_SAMPLES)") from None
+        images = video.parent
+    quantize_named_models(args.model, calibration_images(video, images), limit=args.samples)
     return 0
 
 

@@ -11,7 +11,9 @@ after Paddle's feeds and fetches, so inputs and outputs are matched to the Paddl
 signature by rank, dtype and static dimensions; callers always see Paddle's names and order.
 
 Precision: this CPU kind has AMX, where OpenVINO defaults to bf16 (heatmaps move by ~1e-2);
-``RuntimeOptions.precision`` picks ``f32`` (default, Paddle parity) or ``bf16`` explicitly.
+``RuntimeOptions.precision`` picks ``f32`` (default, Paddle parity) or ``bf16`` explicitly, or
+``int8``: the model's post-training-quantized copy that ``streampose models quantize`` wrote into
+the cache (:mod:`streampose.models.quantize`), same inputs and outputs as the float model.
 """
 
 from __future__ import annotations
@@ -26,12 +28,15 @@ import numpy as np
 
 from streampose.errors import ConfigError, DeviceError, ModelError
 from streampose.models.export import MAX_BATCH_METADATA_KEY, onnx_path_for
+from streampose.models.quantize import INT8, find_int8_model
 from streampose.models.split_nms import NmsSettings, split_nms
 from streampose.runtime.base import ModelFiles, RuntimeOptions
 from streampose.runtime.devices import parse_device
 from streampose.runtime.onnxruntime_backend import paddle_output_order, run_in_single_batches
 
 _PRECISION_HINTS = {"f32": "f32", "fp32": "f32", "bf16": "bf16"}
+# What the ops an INT8 model keeps in float (first conv, heads, softmax-like tails) run in.
+_INT8_FLOAT_PART = "f32"
 _MAX_PERMUTED_PORTS = 6
 _STATIC_BATCH_LIMIT = 16
 
@@ -63,10 +68,22 @@ def _import_openvino():
 
 def precision_hint(precision: str) -> str:
     """``RuntimeOptions.precision`` as OpenVINO's ``INFERENCE_PRECISION_HINT``."""
-    hint = _PRECISION_HINTS.get(str(precision).strip().lower())
+    name = str(precision).strip().lower()
+    hint = _INT8_FLOAT_PART if name == INT8 else _PRECISION_HINTS.get(name)
     if hint is None:
-        raise ConfigError(f"precision {precision!r}: the openvino backend supports f32 or bf16")
+        raise ConfigError(f"precision {precision!r}: the openvino backend supports f32, bf16 or int8")
     return hint
+
+
+def float_model_source(files: ModelFiles, split: bool = True) -> tuple[Path, NmsSettings | None]:
+    """The float model this backend runs, and the NMS settings when its NMS was cut off.
+
+    Detectors with NMS in the graph run up to the NMS (any batch, and OpenVINO runs the NMS
+    tail slowly); the detector then does the NMS itself (see split_nms).
+    """
+    source = files.openvino_xml or onnx_path_for(files)
+    cut = split_nms(source) if files.openvino_xml is None and split else None
+    return cut if cut is not None else (source, None)
 
 
 class OpenVinoSession:
@@ -89,13 +106,10 @@ class OpenVinoSession:
         if options.cpu_threads > 0:
             config["INFERENCE_NUM_THREADS"] = int(options.cpu_threads)
         core = ov.Core()
-        source = files.openvino_xml or onnx_path_for(files)
-        # Detectors with NMS in the graph: run the graph up to the NMS (any batch, and OpenVINO
-        # runs the NMS tail slowly) and let the detector do the NMS (see split_nms).
-        self.pre_nms: NmsSettings | None = None
-        split = split_nms(source) if files.openvino_xml is None and options.extra.get("split_nms", True) else None
-        if split is not None:
-            source, self.pre_nms = split
+        int8 = str(options.precision).strip().lower() == INT8
+        source, self.pre_nms = float_model_source(files, split=bool(options.extra.get("split_nms", True)))
+        if int8:
+            source = _int8_source(files, source)
         try:
             model = core.read_model(str(source))
         except Exception as exc:  # OpenVINO raises RuntimeError/GeneralFailure with long texts
@@ -110,11 +124,15 @@ class OpenVinoSession:
         self._core, self._model, self._config, self._source = core, model, config, source
         # Compiled models by batch size. OpenVINO's CPU plugin runs a static shape 25-40% faster
         # than a dynamic one (TinyPose batch 4: 11.0 vs 14.8 ms), so each batch size seen gets its
-        # own static compile (about 0.1 s, once); the dynamic model serves sizes above the cap.
+        # own static compile. Compiling takes 0.1-0.5 s, so it happens on a background thread
+        # while the dynamic model answers; the static one takes over once it is ready.
         self._requests: dict[int, object] = {}
+        self._compiling: set[int] = set()
         self._dynamic_request = self._compile(None).create_infer_request()
         self._lock = threading.Lock()
-        self.precision = _type_name(self._compiled_precision)
+        # What really runs: "f32"/"bf16", or "int8+f32" (int8 ops, the rest in f32).
+        compiled = _type_name(self._compiled_precision)
+        self.precision = f"{INT8}+{compiled}" if int8 else compiled
 
     def _compile(self, batch: int | None):
         model = self._model
@@ -125,16 +143,27 @@ class OpenVinoSession:
             compiled = self._core.compile_model(model, "CPU", self._config)
         except Exception as exc:
             raise ModelError(f"model {self._source}: OpenVINO could not compile it ({_first_line(exc)})") from exc
-        self._compiled_precision = compiled.get_property("INFERENCE_PRECISION_HINT")
+        if batch is None:
+            self._compiled_precision = compiled.get_property("INFERENCE_PRECISION_HINT")
         return compiled
 
     def _request_for(self, batch: int):
-        if batch > _STATIC_BATCH_LIMIT:
-            return self._dynamic_request
         request = self._requests.get(batch)
-        if request is None:
-            request = self._requests[batch] = self._compile(batch).create_infer_request()
-        return request
+        if request is not None:
+            return request
+        if batch <= _STATIC_BATCH_LIMIT and batch not in self._compiling:
+            self._compiling.add(batch)
+            # Not a daemon: a compile cut off by interpreter exit aborts the process in C++.
+            threading.Thread(target=self._compile_static, args=(batch,), daemon=False,
+                             name=f"streampose-ov-compile-{batch}").start()
+        return self._dynamic_request
+
+    def _compile_static(self, batch: int) -> None:
+        try:
+            request = self._compile(batch).create_infer_request()
+        except ModelError:
+            return  # the dynamic model keeps serving this size
+        self._requests[batch] = request
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         prepared = {}
@@ -156,6 +185,17 @@ class OpenVinoSession:
         if self.max_batch == 1 and outputs and _is_nms_rows(outputs[0]):
             outputs[0] = _by_descending_score(outputs[0])
         return outputs
+
+
+def _int8_source(files: ModelFiles, float_source: Path) -> Path:
+    """The cached INT8 copy of ``float_source``; its absence is the user's to fix, in one line."""
+    found = find_int8_model(files, float_source)
+    if found is None:
+        raise ModelError(
+            f"model {files.model_dir.name}: no INT8 copy in the cache; "
+            f"run `streampose models quantize --model {files.model_dir.name}` first"
+        )
+    return found
 
 
 def _is_nms_rows(array: np.ndarray) -> bool:
