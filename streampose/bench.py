@@ -226,7 +226,7 @@ def print_report(report: dict) -> None:
     from rich.console import Console  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, width=max(Console(stderr=True).width, 170))
     table = Table(title=f"streampose bench · backend {report['backend']} · det-interval {report['det_interval']}")
     for column in ("video", "fps", "naive fps", "PaddleX fps", "× naive", "× PaddleX", "persons/frame",
                    "decode", "detect", "pose", "sink", "p50 ms", "p95 ms", "CPU %"):

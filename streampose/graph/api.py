@@ -104,6 +104,7 @@ class RunOutputs:
     json_path: str | None = None
     show: bool = False
     hud: bool = True
+    preset: str | None = None  # x264 preset (None: the writer's default, veryfast)
 
 
 def build_sinks(graph_holder: dict, source: FrameSource, outputs: RunOutputs, draw_for_others: bool = False):
@@ -141,7 +142,7 @@ def build_sinks(graph_holder: dict, source: FrameSource, outputs: RunOutputs, dr
             if "video" not in writers:
                 height, width = image.shape[:2]
                 rate = source.stream_info.rate or source.fps or 25
-                writers["video"] = VideoWriter(outputs.output, rate, (width, height))
+                writers["video"] = VideoWriter(outputs.output, rate, (width, height), preset=outputs.preset)
             writers["video"].write(image, output.frame.pts)
         if window is not None and not window.show(image):
             graph = graph_holder.get("graph")
