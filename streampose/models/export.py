@@ -27,6 +27,7 @@ so the backends can split larger batches into single calls.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 import os
 import re
 import subprocess
@@ -56,10 +57,10 @@ def cache_home() -> Path:
     return Path(configured).expanduser() if configured else Path.home() / ".cache" / "streampose"
 
 
-def model_fingerprint(files: ModelFiles, opset: int = DEFAULT_OPSET) -> str:
-    """Short content hash of graph + weights (+ opset): the cache key of an export."""
+def content_hash(paths: Iterable[Path], salt: str) -> str:
+    """Short sha256 of the files' bytes plus ``salt``: the key of everything derived from a model."""
     digest = hashlib.sha256()
-    for path in (files.graph, files.params):
+    for path in paths:
         try:
             with open(path, "rb") as handle:
                 for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -67,8 +68,13 @@ def model_fingerprint(files: ModelFiles, opset: int = DEFAULT_OPSET) -> str:
         except OSError as exc:
             raise ModelError(f"model file {path}: cannot be read ({exc.strerror})") from None
         digest.update(b"\0")
-    digest.update(f"opset{opset}".encode())
+    digest.update(salt.encode())
     return digest.hexdigest()[:12]
+
+
+def model_fingerprint(files: ModelFiles, opset: int = DEFAULT_OPSET) -> str:
+    """Short content hash of graph + weights (+ opset): the cache key of an export."""
+    return content_hash((files.graph, files.params), f"opset{opset}")
 
 
 def cached_onnx_path(files: ModelFiles, opset: int = DEFAULT_OPSET) -> Path:

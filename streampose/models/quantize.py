@@ -16,7 +16,6 @@ INT8 copy, and model folders (often read-only) are never written to.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import sys
@@ -29,7 +28,7 @@ from typing import Union
 import numpy as np
 
 from streampose.errors import InputError, ModelError
-from streampose.models.export import cache_home
+from streampose.models.export import cache_home, content_hash
 from streampose.runtime.base import ModelFiles
 
 INT8 = "int8"
@@ -57,17 +56,7 @@ def int8_fingerprint(files: ModelFiles, float_source: Path) -> str:
         parts = (files.openvino_xml, files.openvino_xml.with_suffix(".bin"))
     else:
         parts = (files.graph, files.params) if files.params.is_file() else (files.graph,)
-    digest = hashlib.sha256()
-    for path in parts:
-        try:
-            with open(path, "rb") as handle:
-                for chunk in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(chunk)
-        except OSError as exc:
-            raise ModelError(f"model file {path}: cannot be read ({exc.strerror})") from None
-        digest.update(b"\0")
-    digest.update(f"{float_source.name}\0{RECIPE_VERSION}".encode())
-    return digest.hexdigest()[:12]
+    return content_hash(parts, f"{float_source.name}\0{RECIPE_VERSION}")
 
 
 def cached_int8_path(files: ModelFiles, float_source: Path) -> Path:
@@ -100,7 +89,9 @@ def quantize_model(files: ModelFiles, calibration: Sequence[CalibrationSample], 
         model = ov.Core().read_model(str(float_source))
     except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError with long texts
         raise ModelError(f"model {float_source}: OpenVINO could not read it ({_first_line(exc)})") from None
-    _free_batch(model, ov)
+    from streampose.runtime.openvino_backend import make_batch_dynamic  # noqa: PLC0415 - cycle
+
+    make_batch_dynamic(model, ov)
     quantized = _quantize_with_nncf(model, calibration, files)
     if output is None:
         target = cached_int8_path(files, float_source)
@@ -110,18 +101,6 @@ def quantize_model(files: ModelFiles, calibration: Sequence[CalibrationSample], 
             target = target / INT8_FILE_NAME
     _save_atomically(quantized, target, ov)
     return target
-
-
-def _free_batch(model, ov) -> None:
-    """Shipped IRs are frozen at batch 1; the INT8 copy takes any batch, like the float model."""
-    shapes = {}
-    for port in model.inputs:
-        shape = port.get_partial_shape()
-        if shape.rank.is_static and shape.rank.get_length() > 0 and shape[0].is_static:
-            shape[0] = ov.Dimension()
-            shapes[port] = shape
-    if shapes:
-        model.reshape(shapes)
 
 
 def _quantize_with_nncf(model, calibration: Sequence[CalibrationSample], files: ModelFiles):

@@ -120,7 +120,7 @@ class OpenVinoSession:
         self._input_ports = dict(zip(self.input_names, input_ports))
         self._input_is_float = {name: is_float[port] for name, port in self._input_ports.items()}
         if files.openvino_xml is not None:
-            _make_batch_dynamic(model, ov)
+            make_batch_dynamic(model, ov)
         self._core, self._model, self._config, self._source = core, model, config, source
         # Compiled models by batch size. OpenVINO's CPU plugin runs a static shape 25-40% faster
         # than a dynamic one (TinyPose batch 4: 11.0 vs 14.8 ms), so each batch size seen gets its
@@ -241,7 +241,7 @@ def _spec_of(port) -> TensorSpec:
     return TensorSpec(port.get_any_name(), dims, port.get_element_type().is_real())
 
 
-def _make_batch_dynamic(model, ov) -> None:
+def make_batch_dynamic(model, ov) -> None:
     """Shipped IRs are frozen at batch 1; every Paddle model here takes any batch."""
     new_shapes = {}
     for port in model.inputs:
