@@ -80,7 +80,9 @@ class StreamGraph:
         inner = min(size, 1) if live else size
         self.det_batch = 1 if live else settings.det_batch
         self.pose_batch_frames = 1 if live else settings.pose_batch_frames
-        self.decoded: StageQueue[_Work] = StageQueue(size, self.stop_event, drop_oldest=live)
+        # A live backlog is stale frames: keep two, so a frame waits behind at most one other.
+        self.decoded: StageQueue[_Work] = StageQueue(min(size, 2) if live else size, self.stop_event,
+                                                     drop_oldest=live)
         self.detected: StageQueue[_Work] = StageQueue(inner, self.stop_event)
         self.posed: StageQueue[FrameOutput] = StageQueue(inner, self.stop_event)
         self.stats = {name: StageStats(name) for name in ("decode", "detect", "pose", "sink")}
