@@ -216,7 +216,7 @@ def _write_summary(path: str | None, summary: dict, json) -> None:
 def _models(args: argparse.Namespace) -> int:
     if args.models_command == "quantize":
         return _quantize(args)
-    from streampose.models.export import export_onnx  # noqa: PLC0415
+    from streampose.runtime.onnx_export import export_onnx  # noqa: PLC0415
     from streampose.models.registry import load_model_files  # noqa: PLC0415
 
     folder = Path(args.model)

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from streampose.errors import ConfigError, DeviceError, ModelError
-from streampose.models.export import (
+from streampose.runtime.onnx_export import (
     ONNX_FILE_NAME,
     cache_home,
     cached_onnx_path,

@@ -8,7 +8,7 @@ sees in use, so they are made the way the pipeline makes them: detector inputs b
 persons the real (f32) detector finds in those frames. The sample video and photos serve; COCO
 evaluation images are deliberately not used, so the AP figures stay honest.
 
-Where the result goes mirrors the ONNX export cache (:mod:`streampose.models.export`):
+Where the result goes mirrors the ONNX export cache (:mod:`streampose.runtime.onnx_export`):
 ``${STREAMPOSE_CACHE_HOME:-~/.cache/streampose}/int8/<folder>-<fingerprint>/model.xml`` (+ ``.bin``),
 keyed by the content of the float model it was made from, so replaced weights never meet a stale
 INT8 copy, and model folders (often read-only) are never written to.
@@ -28,13 +28,16 @@ from typing import Union
 import numpy as np
 
 from streampose.errors import InputError, ModelError
-from streampose.models.export import cache_home, content_hash
+from streampose.runtime.int8_cache import (  # noqa: F401 - re-exported for callers and tests
+    INT8,
+    INT8_FILE_NAME,
+    RECIPE_VERSION,
+    cached_int8_path,
+    find_int8_model,
+    int8_fingerprint,
+)
 from streampose.runtime.base import ModelFiles
 
-INT8 = "int8"
-INT8_FILE_NAME = "model.xml"
-# Bumped when the recipe below changes, so older INT8 copies are not picked up as current.
-RECIPE_VERSION = "nncf-ptq-1"
 # 300 samples is NNCF's default subset; more moves TinyPose's AP by < 0.005 and costs time.
 DEFAULT_SAMPLES = 300
 DEFAULT_VIDEO_FRAMES = 120
@@ -43,32 +46,6 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 # One calibration sample: the model's only (image) input, or every input by name.
 CalibrationSample = Union[np.ndarray, dict[str, np.ndarray]]
-
-
-def int8_fingerprint(files: ModelFiles, float_source: Path) -> str:
-    """Short content hash of the float model behind ``float_source`` (+ the recipe).
-
-    The shipped IR is hashed when there is one; otherwise the Paddle graph and weights (the ONNX
-    export and its pre-NMS cut are derived from them). ``float_source``'s name tells those
-    derived graphs apart (a detector's whole graph vs its pre-NMS part).
-    """
-    if files.openvino_xml is not None:
-        parts = (files.openvino_xml, files.openvino_xml.with_suffix(".bin"))
-    else:
-        parts = (files.graph, files.params) if files.params.is_file() else (files.graph,)
-    return content_hash(parts, f"{float_source.name}\0{RECIPE_VERSION}")
-
-
-def cached_int8_path(files: ModelFiles, float_source: Path) -> Path:
-    """Where the cache keeps (or will keep) the INT8 copy of this model."""
-    folder_name = f"{files.model_dir.name}-{int8_fingerprint(files, float_source)}"
-    return cache_home() / INT8 / folder_name / INT8_FILE_NAME
-
-
-def find_int8_model(files: ModelFiles, float_source: Path) -> Path | None:
-    """The cached INT8 IR of this model, if ``streampose models quantize`` made one."""
-    path = cached_int8_path(files, float_source)
-    return path if path.is_file() and path.with_suffix(".bin").is_file() else None
 
 
 def quantize_model(files: ModelFiles, calibration: Sequence[CalibrationSample], output: Path | None = None) -> Path:

@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from streampose.errors import DeviceError, ModelError
-from streampose.models.export import MAX_BATCH_METADATA_KEY, cache_home, onnx_path_for
-from streampose.models.split_nms import NmsSettings, split_nms
+from streampose.runtime.onnx_export import MAX_BATCH_METADATA_KEY, cache_home, onnx_path_for
+from streampose.runtime.split_nms import NmsSettings, split_nms
 from streampose.runtime.base import ModelFiles, RuntimeOptions
 from streampose.runtime.devices import Device, parse_device
 
@@ -75,7 +75,7 @@ class OnnxRuntimeSession:
         providers = _providers_for(device, ort, options)  # fail on a missing GPU before exporting
         model_path = onnx_path_for(files)
         # Detectors with NMS in the graph: run the graph up to the NMS (any batch) and let the
-        # detector do the NMS (streampose.models.split_nms explains why).
+        # detector do the NMS (streampose.runtime.split_nms explains why).
         self.pre_nms: NmsSettings | None = None
         split = split_nms(model_path) if options.extra.get("split_nms", True) else None
         if split is not None:

@@ -13,7 +13,7 @@ signature by rank, dtype and static dimensions; callers always see Paddle's name
 Precision: this CPU kind has AMX, where OpenVINO defaults to bf16 (heatmaps move by ~1e-2);
 ``RuntimeOptions.precision`` picks ``f32`` (default, Paddle parity) or ``bf16`` explicitly, or
 ``int8``: the model's post-training-quantized copy that ``streampose models quantize`` wrote into
-the cache (:mod:`streampose.models.quantize`), same inputs and outputs as the float model.
+the cache (:mod:`streampose.models.quantize`, found via :mod:`streampose.runtime.int8_cache`), same inputs and outputs as the float model.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from streampose.errors import ConfigError, DeviceError, ModelError
-from streampose.models.export import MAX_BATCH_METADATA_KEY, onnx_path_for
-from streampose.models.quantize import INT8, find_int8_model
-from streampose.models.split_nms import NmsSettings, split_nms
+from streampose.runtime.onnx_export import MAX_BATCH_METADATA_KEY, onnx_path_for
+from streampose.runtime.int8_cache import INT8, find_int8_model
+from streampose.runtime.split_nms import NmsSettings, split_nms
 from streampose.runtime.base import ModelFiles, RuntimeOptions
 from streampose.runtime.devices import parse_device
 from streampose.runtime.onnxruntime_backend import paddle_output_order, run_in_single_batches

@@ -159,7 +159,7 @@ def _convert_in_child(files: ModelFiles, destination: Path, opset: int) -> None:
     command = [
         sys.executable,
         "-c",
-        "import sys; from streampose.models.export import convert_here; convert_here(*sys.argv[1:])",
+        "import sys; from streampose.runtime.onnx_export import convert_here; convert_here(*sys.argv[1:])",
         str(files.graph),
         str(files.params),
         str(destination),
