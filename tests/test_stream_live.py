@@ -20,7 +20,14 @@ import pytest
 from streampose.graph.runner import FrameOutput, StreamGraph, StreamSettings
 from streampose.sources import ReconnectPolicy, RtspSource, open_source
 from test_graph import fastest_backend, wait_for_no_graph_threads
-from test_rtsp import DEBIAN_PACKAGES, SYSTEM_PYTHON, RtspServer, _gstreamer_rtsp_available, free_port
+from test_rtsp import (  # noqa: F401 - rtsp_server is a fixture used by name
+    DEBIAN_PACKAGES,
+    SYSTEM_PYTHON,
+    RtspServer,
+    _gstreamer_rtsp_available,
+    free_port,
+    rtsp_server,
+)
 from test_stream_e2e import cli_command
 
 BACKEND = fastest_backend()
@@ -37,16 +44,6 @@ def pipeline(model_home):
     from streampose import create_pipeline
 
     return create_pipeline("human_keypoint_detection", backend=BACKEND)
-
-
-@pytest.fixture
-def rtsp_server(samples_dir: Path, tmp_path: Path):
-    server = RtspServer(samples_dir / "vtest.avi", free_port(), tmp_path / "rtsp_server.log")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
 
 
 def restart_after(server: RtspServer, delay_s: float) -> threading.Thread:
