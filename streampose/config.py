@@ -75,6 +75,8 @@ class SubModuleSettings:
     model_dir: str | None
     batch_size: int
     precision: str | None = None  # streampose: OpenVINO precision for this model (None: global)
+    cpu_threads: int = 0  # streampose: threads per stream (0: the backend's choice)
+    streams: int = 1  # streampose: runs of this model that may execute at once (pose workers)
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,18 @@ def _submodule(section: dict, label: str) -> SubModuleSettings:
     if precision is not None and str(precision).lower() not in PRECISIONS:
         raise ConfigError(f"pipeline config: {label}.precision must be one of {', '.join(PRECISIONS)}")
     return SubModuleSettings(str(name) if name else None, str(folder) if folder else None, batch_size,
-                             None if precision is None else str(precision).lower())
+                             None if precision is None else str(precision).lower(),
+                             cpu_threads=_count(section, label, "cpu_threads", 0, minimum=0),
+                             streams=_count(section, label, "streams", 1, minimum=1))
+
+
+def _count(section: dict, label: str, key: str, default: int, *, minimum: int) -> int:
+    value = section.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"pipeline config: {label}.{key} must be an integer >= {minimum}, got {value!r}")
+    return value
 
 
 def export_pipeline_config(name: str, save_path: str | Path) -> Path:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from streampose.config import PipelineSettings, load_pipeline_config
+from streampose.config import PipelineSettings, SubModuleSettings, load_pipeline_config
 from streampose.errors import ConfigError
 from streampose.inputs import ImageItem, collect_inputs, iter_batches
 from streampose.models.detector import Detector
@@ -62,18 +62,21 @@ class KeypointPipeline:
                                               precision=precision or "f32")
         det_files = load_model_files(settings.detector.model_name, settings.detector.model_dir)
         kpt_files = load_model_files(settings.keypoints.model_name, settings.keypoints.model_dir)
-        self.detector = Detector(det_files, self._options_for(settings.detector.precision, precision))
-        self.keypoint_model = KeypointModel(kpt_files, self._options_for(settings.keypoints.precision, precision),
+        self.detector = Detector(det_files, self._options_for(settings.detector, precision))
+        self.keypoint_model = KeypointModel(kpt_files, self._options_for(settings.keypoints, precision),
                                             flip=settings.flip, use_udp=settings.use_udp)
         self.det_threshold = settings.det_threshold
 
-    def _options_for(self, configured: str | None, explicit: str | None) -> RuntimeOptions:
-        """An explicit precision wins; else the sub-module's config; else f32. Only OpenVINO has a
-        precision switch; other backends always run their model's own (f32) precision."""
-        chosen = explicit or configured or "f32"
+    def _options_for(self, module: SubModuleSettings, explicit: str | None) -> RuntimeOptions:
+        """An explicit precision or thread count wins; else the sub-module's config; else f32 and
+        the backend's threads. Only OpenVINO has a precision switch; other backends always run
+        their model's own (f32) precision."""
+        chosen = explicit or module.precision or "f32"
         if self.backend != "openvino":
             chosen = "f32"
-        return dataclasses.replace(self.runtime_options, precision=chosen)
+        threads = self.runtime_options.cpu_threads or module.cpu_threads
+        return dataclasses.replace(self.runtime_options, precision=chosen, cpu_threads=threads,
+                                   streams=module.streams)
 
     def predict(self, input: Any, det_threshold: float | None = None, **kwargs: Any) -> Iterator[KptResult]:  # noqa: A002
         """Yield one :class:`KptResult` per input image, in input order (a generator, as in PaddleX)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import stat
 import threading
+import time
 from pathlib import Path
 
 import av
@@ -391,3 +392,41 @@ def test_export_failures_are_one_line_model_errors(tinypose, tmp_path, monkeypat
     blocker.write_text("not a folder")
     with pytest.raises(ModelError, match=r"^ONNX export .*: cannot create its folder"):
         export_onnx(tinypose, blocker / "sub" / "inference.onnx")
+
+
+def test_openvino_with_two_streams_runs_two_callers_at_once_and_right(tinypose, crops, tinypose_reference):
+    """The graph's pose workers share one session: each caller needs its own request (pooled),
+    and both streams must really run at the same time, not queue behind one another."""
+    session = OpenVinoSession(tinypose, RuntimeOptions(backend="openvino", precision="f32", streams=2))
+    assert session.streams == 2
+    batch = crops[:3]
+    want = [reference[:3] for reference in tinypose_reference]
+    for _ in range(3):  # let the static batch-3 model compile and take over
+        session.run({"image": batch})
+    deadline = time.monotonic() + 30
+    while 3 not in session._static and time.monotonic() < deadline:
+        time.sleep(0.05)
+        session.run({"image": batch})
+
+    def timed_runs(count: int, failures: list[str]) -> None:
+        for _ in range(count):
+            for got, expected in zip(session.run({"image": batch}), want):
+                if np.abs(got.astype(np.float64) - expected).max() > 1e-3:
+                    failures.append("wrong output")
+
+    failures: list[str] = []
+    started = time.perf_counter()
+    timed_runs(20, failures)
+    alone_s = time.perf_counter() - started
+    threads = [threading.Thread(target=timed_runs, args=(20, failures)) for _ in range(2)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    both_s = time.perf_counter() - started
+    assert failures == []
+    assert sum(len(idle) for idle in session._idle.values()) <= 3  # pool bounded by callers
+    # Twice the work in parallel: queued streams would take about 2x as long as one caller.
+    print(f"\n20 runs alone {alone_s:.2f} s, 2x20 runs on two streams {both_s:.2f} s")
+    assert both_s < 1.6 * alone_s

@@ -172,7 +172,8 @@ def test_a_file_flows_through_every_stage_in_order_and_is_counted(pipeline, clip
     assert finished == [True]
     summary = graph.summary()
     assert {stage["stage"]: stage["items"] for stage in summary["stages"]} == {
-        "decode": CLIP_FRAMES, "detect": CLIP_FRAMES, "pose": CLIP_FRAMES, "sink": CLIP_FRAMES}
+        "decode": CLIP_FRAMES, "detect": CLIP_FRAMES, "track": CLIP_FRAMES, "pose": CLIP_FRAMES,
+        "sink": CLIP_FRAMES}
     assert summary["frames"] == summary["detector_frames"] == CLIP_FRAMES
     assert summary["persons"] == sum(len(output.persons) for output in outputs)
     assert summary["dropped"] == 0 and summary["decode_error"] is None
@@ -223,7 +224,7 @@ def test_a_failing_detector_stops_the_graph_without_hanging(pipeline, clip, tmp_
     failing = SimpleNamespace(detector=DetectorFailingOnSecondCall(pipeline.detector),
                               keypoint_model=pipeline.keypoint_model)
     outputs = RunOutputs(tmp_path / "out.mp4", str(tmp_path / "out.jsonl"), show=False, hud=True)
-    settings = StreamSettings(det_interval=1, det_batch=1, det_threshold=pipeline.det_threshold)
+    settings = StreamSettings(det_interval=1, det_threshold=pipeline.det_threshold)
 
     started = time.monotonic()
     with pytest.raises(RuntimeError, match="exploded on purpose"):
@@ -301,3 +302,29 @@ def test_frames_match_across_two_graphs_with_every_frame_detected(pipeline, clip
     for frame_a, frame_b in zip(first, second):
         for person_a, person_b in zip(frame_a, frame_b):
             np.testing.assert_allclose(person_a, person_b, atol=1e-3)
+
+
+def test_two_pose_workers_give_the_same_frames_as_one(pipeline, clip):
+    """Frames are dealt to the pose workers in turn and collected in turn: order, ids and
+    keypoints must not depend on how many workers there are, or on their timing."""
+    def collect(workers: int) -> list[tuple[int, list[int | None], list[np.ndarray]]]:
+        found = []
+        source = VideoFileSource(clip)
+        settings = StreamSettings(det_interval=3, queue_size=2, pose_workers=workers,
+                                  det_threshold=pipeline.det_threshold)
+        sink = lambda output: found.append((output.frame.index, [p.track_id for p in output.persons],  # noqa: E731
+                                            [p.keypoints for p in output.persons]))
+        graph = StreamGraph(source, pipeline.detector, pipeline.keypoint_model, settings, [sink])
+        assert graph.pose_workers == workers
+        graph.run()
+        source.close()
+        return found
+
+    one, two = collect(1), collect(2)
+    assert [index for index, _, _ in two] == list(range(CLIP_FRAMES))
+    assert [ids for _, ids, _ in one] == [ids for _, ids, _ in two]
+    assert sum(len(ids) for _, ids, _ in one) > 2 * CLIP_FRAMES
+    for (_, _, keypoints_a), (_, _, keypoints_b) in zip(one, two):
+        for person_a, person_b in zip(keypoints_a, keypoints_b):
+            np.testing.assert_allclose(person_a, person_b, atol=1e-3)
+    assert wait_for_no_graph_threads() == []

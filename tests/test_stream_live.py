@@ -157,14 +157,13 @@ def test_slow_sink_on_a_live_source_drops_frames_and_stays_bounded(pipeline):
     """A 25 fps camera and a sink that takes 0.1 s a frame (4x too slow).
 
     Only the decoded queue drops; the stages after it apply backpressure, so a frame can wait
-    behind at most (queue_size - 1) decoded + det_batch held by detect + queue_size detected +
-    pose_batch held by pose + queue_size posed + 1 in the sink = 20 frames at 4/4/4, i.e. 2.1 s
-    with its own 0.1 s. That bound is what latency must stay under, and it must not grow.
+    behind at most (queue_size - 1) decoded + 1 held by the track stage + W queues of queue_size
+    to the W pose workers + W held by them + W queues of queue_size posed + 1 in the sink
+    (live queues are smaller still; this is the loose bound). That bound is what latency must
+    stay under, and it must not grow.
     """
     sink_s, queue_size = 0.1, 4
     settings = StreamSettings(det_interval=3, queue_size=queue_size, det_threshold=pipeline.det_threshold)
-    frames_ahead = (queue_size - 1) + settings.det_batch + queue_size + settings.pose_batch_frames + queue_size + 1
-    latency_bound_s = (frames_ahead + 1) * sink_s
     sink_latencies: list[float] = []
 
     def slow_sink(output: FrameOutput) -> None:
@@ -173,6 +172,9 @@ def test_slow_sink_on_a_live_source_drops_frames_and_stays_bounded(pipeline):
 
     source = open_source("lavfi:testsrc2=size=640x480:rate=25")
     graph = StreamGraph(source, pipeline.detector, pipeline.keypoint_model, settings, [slow_sink])
+    workers = graph.pose_workers
+    frames_ahead = (queue_size - 1) + 1 + workers * (2 * queue_size + 1) + 1
+    latency_bound_s = (frames_ahead + 1) * sink_s
     graph.start()
     try:
         time.sleep(2.0)  # warm-up: queues fill, allocators settle

@@ -20,7 +20,10 @@ class RuntimeOptions:
 
     backend: str = "auto"
     device: str = "cpu"
-    cpu_threads: int = 0  # 0: let the backend choose (all cores)
+    cpu_threads: int = 0  # per stream; 0: let the backend choose (all cores)
+    # Runs that may execute at once from different threads. OpenVINO gives each its own stream
+    # (a compiled model with one stream runs concurrent requests one after the other).
+    streams: int = 1
     enable_mkldnn: bool = True  # Paddle only: oneDNN kernels on CPU
     precision: str = "f32"  # f32 | bf16 | int8 (where the backend supports it)
     extra: dict = field(default_factory=dict)

@@ -87,7 +87,12 @@ def float_model_source(files: ModelFiles, split: bool = True) -> tuple[Path, Nms
 
 
 class OpenVinoSession:
-    """One compiled model with one infer request; runs are serialised (a request is not re-entrant)."""
+    """One model, compiled once per batch size, with infer requests pooled per compiled model.
+
+    ``RuntimeOptions.streams`` runs may execute at once from different threads (the graph's pose
+    workers): each stream has its own threads, and each concurrent caller takes a request of its
+    own from the pool (a request is not re-entrant). With one stream, concurrent runs queue.
+    """
 
     backend_name = "openvino"
 
@@ -99,12 +104,18 @@ class OpenVinoSession:
                 f"device {device}: streampose runs OpenVINO on the CPU only; "
                 "use --backend onnxruntime (onnxruntime-gpu) for a GPU"
             )
+        self.streams = max(1, int(options.streams))
         config = {
-            "PERFORMANCE_HINT": "LATENCY",
+            "PERFORMANCE_HINT": "LATENCY" if self.streams == 1 else "THROUGHPUT",
             "INFERENCE_PRECISION_HINT": precision_hint(options.precision),
+            # Measured: with pinning on, two compiled models of one thread each (the graph's
+            # detector and pose) were both pinned to core 0 and ran one after the other.
+            "ENABLE_CPU_PINNING": False,
         }
+        if self.streams > 1:
+            config["NUM_STREAMS"] = self.streams
         if options.cpu_threads > 0:
-            config["INFERENCE_NUM_THREADS"] = int(options.cpu_threads)
+            config["INFERENCE_NUM_THREADS"] = int(options.cpu_threads) * self.streams
         core = ov.Core()
         int8 = str(options.precision).strip().lower() == INT8
         source, self.pre_nms = float_model_source(files, split=bool(options.extra.get("split_nms", True)))
@@ -126,10 +137,15 @@ class OpenVinoSession:
         # than a dynamic one (TinyPose batch 4: 11.0 vs 14.8 ms), so each batch size seen gets its
         # own static compile. Compiling takes 0.1-0.5 s, so it happens on a background thread
         # while the dynamic model answers; the static one takes over once it is ready.
-        self._requests: dict[int, object] = {}
+        self._static: dict[int, object] = {}  # batch size → compiled model
         self._compiling: set[int] = set()
-        self._dynamic_request = self._compile(None).create_infer_request()
-        self._lock = threading.Lock()
+        self._dynamic = self._compile(None)
+        # Idle requests per compiled model (keyed by batch size, None: the dynamic model). A
+        # request is created when every existing one is busy, so the pool never exceeds the
+        # number of concurrent callers.
+        self._idle: dict[int | None, list[object]] = {None: [self._dynamic.create_infer_request()]}
+        self._lock = threading.Lock()  # guards the pool, never held while inferring
+        self._one_at_a_time = threading.Lock() if self.streams == 1 else None
         # What really runs: "f32"/"bf16", or "int8+f32" (int8 ops, the rest in f32).
         compiled = _type_name(self._compiled_precision)
         self.precision = f"{INT8}+{compiled}" if int8 else compiled
@@ -147,23 +163,32 @@ class OpenVinoSession:
             self._compiled_precision = compiled.get_property("INFERENCE_PRECISION_HINT")
         return compiled
 
-    def _request_for(self, batch: int):
-        request = self._requests.get(batch)
-        if request is not None:
-            return request
-        if batch <= _STATIC_BATCH_LIMIT and batch not in self._compiling:
-            self._compiling.add(batch)
-            # Not a daemon: a compile cut off by interpreter exit aborts the process in C++.
-            threading.Thread(target=self._compile_static, args=(batch,), daemon=False,
-                             name=f"streampose-ov-compile-{batch}").start()
-        return self._dynamic_request
+    def _acquire(self, batch: int) -> tuple[int | None, object]:
+        """An idle request for ``batch``: the static model's once compiled, else the dynamic one's."""
+        with self._lock:
+            compiled = self._static.get(batch)
+            if compiled is None and batch <= _STATIC_BATCH_LIMIT and batch not in self._compiling:
+                self._compiling.add(batch)
+                # Not a daemon: a compile cut off by interpreter exit aborts the process in C++.
+                threading.Thread(target=self._compile_static, args=(batch,), daemon=False,
+                                 name=f"streampose-ov-compile-{batch}").start()
+            key = batch if compiled is not None else None
+            idle = self._idle.setdefault(key, [])
+            if idle:
+                return key, idle.pop()
+        return key, (compiled or self._dynamic).create_infer_request()
+
+    def _release(self, key: int | None, request: object) -> None:
+        with self._lock:
+            self._idle.setdefault(key, []).append(request)
 
     def _compile_static(self, batch: int) -> None:
         try:
-            request = self._compile(batch).create_infer_request()
+            compiled = self._compile(batch)
         except ModelError:
             return  # the dynamic model keeps serving this size
-        self._requests[batch] = request
+        with self._lock:
+            self._static[batch] = compiled
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         prepared = {}
@@ -172,16 +197,24 @@ class OpenVinoSession:
                 raise ValueError(f"missing model input {name!r}")
             dtype = np.float32 if self._input_is_float[name] else None
             prepared[name] = np.ascontiguousarray(feeds[name], dtype=dtype)
-        with self._lock:
-            if self.max_batch == 1:
-                return run_in_single_batches(self._run_once, prepared)
-            return self._run_once(prepared)
+        if self._one_at_a_time is None:
+            return self._run_batches(prepared)
+        with self._one_at_a_time:  # one stream: a second request would only queue inside OpenVINO
+            return self._run_batches(prepared)
+
+    def _run_batches(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        if self.max_batch == 1:
+            return run_in_single_batches(self._run_once, feeds)
+        return self._run_once(feeds)
 
     def _run_once(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         batch = int(next(iter(feeds.values())).shape[0])
-        request = self._request_for(batch)
-        request.infer({self._input_ports[name]: array for name, array in feeds.items()})
-        outputs = [request.get_output_tensor(port).data.copy() for port in self._output_ports]
+        key, request = self._acquire(batch)
+        try:
+            request.infer({self._input_ports[name]: array for name, array in feeds.items()})
+            outputs = [request.get_output_tensor(port).data.copy() for port in self._output_ports]
+        finally:
+            self._release(key, request)
         if self.max_batch == 1 and outputs and _is_nms_rows(outputs[0]):
             outputs[0] = _by_descending_score(outputs[0])
         return outputs
