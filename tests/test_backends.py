@@ -429,4 +429,4 @@ def test_openvino_with_two_streams_runs_two_callers_at_once_and_right(tinypose, 
     assert sum(len(idle) for idle in session._idle.values()) <= 3  # pool bounded by callers
     # Twice the work in parallel: queued streams would take about 2x as long as one caller.
     print(f"\n20 runs alone {alone_s:.2f} s, 2x20 runs on two streams {both_s:.2f} s")
-    assert both_s < 1.6 * alone_s
+    assert both_s < 1.7 * alone_s
