@@ -28,6 +28,7 @@ Run it (Linux only: it reads ``/proc/self``) from the repository root::
     python benchmarks/soak.py                      # 30 minutes, vtest.avi, H.264 files
     python benchmarks/soak.py --minutes 3          # a quick check
     python benchmarks/soak.py --backend openvino --det-interval 3 --json /tmp/soak.json
+    python benchmarks/soak.py --pipeline human_keypoint_detection --precision f32   # the predict models
 
 For the full 30-minute figure, run it on an otherwise idle machine (other processes change the
 frame rate, not the memory figures, but the run then covers fewer frames) and keep the JSON
@@ -54,6 +55,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from streampose import create_pipeline
+from streampose.config import STREAM_PRESET
 from streampose.errors import ConfigError, StreamposeError
 from streampose.graph.api import frame_record
 from streampose.graph.runner import FrameOutput, StreamGraph, StreamSettings
@@ -411,7 +413,7 @@ def build_report(settings: argparse.Namespace, backend: str, samples: list[Proce
     after_warmup = samples[warm_at:] if warm_at is not None else []
     growth = 100.0 * (final.rss_kib - warm.rss_kib) / warm.rss_kib if warm is not None else None
     return SoakReport(
-        video=str(settings.video), backend=backend, precision=settings.precision,
+        video=str(settings.video), backend=backend, precision=settings.precision or "config",
         det_interval=settings.det_interval, sink=settings.sink,
         duration_s=round(run_seconds, 1), frames=summary["frames"], passes=final.loops_started,
         fps=round(summary["frames"] / run_seconds, 2) if run_seconds > 0 else 0.0,
@@ -489,7 +491,7 @@ def run_soak(settings: argparse.Namespace) -> SoakReport:
     if settings.sample_s <= 0:
         raise ConfigError(f"--sample-s {settings.sample_s:g}: must be positive")
     source = LoopedVideoSource(settings.video)
-    pipeline = create_pipeline("human_keypoint_detection", backend=settings.backend, precision=settings.precision)
+    pipeline = create_pipeline(settings.pipeline, backend=settings.backend, precision=settings.precision)
     folder, temporary = prepare_output_folder(settings.out_dir)
     output = RotatingOutput(settings.sink, folder, source, keep=settings.keep)
     stream_settings = StreamSettings(det_interval=settings.det_interval, det_threshold=pipeline.det_threshold)
@@ -540,7 +542,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--minutes", type=float, default=30.0, help="how long to run")
     parser.add_argument("--video", type=Path, default=DEFAULT_VIDEO, help="video file played in a loop")
     parser.add_argument("--backend", default="auto", help="auto, paddle, onnxruntime or openvino")
-    parser.add_argument("--precision", default="f32", help="f32 or bf16 (OpenVINO)")
+    parser.add_argument("--pipeline", default=STREAM_PRESET,
+                        help="pipeline name or YAML (default: the stream preset `streampose run` uses)")
+    parser.add_argument("--precision", default=None,
+                        help="f32 or bf16 for both models (OpenVINO; default: the pipeline's own)")
     parser.add_argument("--det-interval", type=int, default=3, help="run the detector every k-th frame")
     parser.add_argument("--sink", choices=SINK_KINDS, default="video",
                         help="per-pass output: H.264 video with skeletons, JSON Lines, or nothing")
