@@ -34,6 +34,9 @@ class BenchSettings:
     json_path: str | None = None
     make_variants: bool = True
     live_fps: float | None = 25.0
+    # PaddleX's own per-frame output on the first video ({"frames": [{"persons": [{"bbox"}]}]}),
+    # e.g. ../shared/data/paddlex_reference/vtest.avi.json: persons per frame, recall, precision.
+    reference: str | None = None
 
 
 def cpu_seconds() -> float:
@@ -74,16 +77,54 @@ def make_variant(source: Path, target: Path, size: tuple[int, int], tile: bool, 
     return target
 
 
-def run_graph(pipeline: Any, video: str, det_interval: int, output: Path) -> dict:
+def run_graph(pipeline: Any, video: str, det_interval: int, output: Path,
+              boxes_per_frame: list[np.ndarray] | None = None) -> dict:
+    """One end-to-end run; each frame's person boxes go to ``boxes_per_frame`` when given."""
     from streampose.graph.api import RunOutputs, run_stream  # noqa: PLC0415
     from streampose.graph.runner import StreamSettings  # noqa: PLC0415
 
     settings = StreamSettings(det_interval=det_interval, det_threshold=pipeline.det_threshold)
+    extra = []
+    if boxes_per_frame is not None:
+        extra.append(lambda out: boxes_per_frame.append(np.array([p.bbox for p in out.persons]).reshape(-1, 4)))
     cpu_before = cpu_seconds()
-    summary = run_stream(pipeline, video, settings, RunOutputs(output, None, False, True), progress=False)
+    summary = run_stream(pipeline, video, settings, RunOutputs(output, None, False, True), progress=False,
+                         extra_sinks=extra)
     summary["cpu_percent"] = 100.0 * (cpu_seconds() - cpu_before) / max(summary["seconds"], 1e-9)
     summary["persons_per_frame"] = summary["persons"] / max(summary["frames"], 1)
     return summary
+
+
+def compare_with_reference(boxes_per_frame: list[np.ndarray], reference_path: str | Path,
+                           iou_threshold: float = 0.5) -> dict:
+    """Persons found against PaddleX's frame-by-frame output on the same video.
+
+    A person counts as found when one of ours overlaps it at IoU >= ``iou_threshold`` (one-to-one,
+    Hungarian). Recall: share of PaddleX's persons found; precision: share of ours PaddleX has.
+    """
+    from scipy.optimize import linear_sum_assignment  # noqa: PLC0415
+
+    from streampose.tracking import iou_matrix  # noqa: PLC0415
+
+    with open(reference_path, encoding="utf-8") as handle:
+        frames = json.load(handle)["frames"]
+    count = min(len(frames), len(boxes_per_frame))
+    theirs_total = ours_total = matched = 0
+    for reference, ours in zip(frames[:count], boxes_per_frame[:count]):
+        theirs = np.array([person["bbox"] for person in reference["persons"]], np.float64).reshape(-1, 4)
+        theirs_total += len(theirs)
+        ours_total += len(ours)
+        if len(theirs) and len(ours):
+            overlap = iou_matrix(theirs, ours)
+            rows, cols = linear_sum_assignment(overlap, maximize=True)
+            matched += int((overlap[rows, cols] >= iou_threshold).sum())
+    return {
+        "reference": str(reference_path), "frames": count,
+        "persons_per_frame": ours_total / max(count, 1),
+        "reference_persons_per_frame": theirs_total / max(count, 1),
+        "ratio": ours_total / max(theirs_total, 1),
+        "recall": matched / max(theirs_total, 1), "precision": matched / max(ours_total, 1),
+    }
 
 
 class PacedFileSource:
@@ -265,9 +306,13 @@ def run_bench(settings: BenchSettings) -> dict:
                                    settings.max_frames or 300))
     report: dict[str, Any] = {"backend": pipeline.backend, "det_interval": settings.det_interval,
                               "cpu_count": os.cpu_count(), "videos": []}
-    for video in videos:
+    for position, video in enumerate(videos):
         entry: dict[str, Any] = {"video": video.name}
-        entry["graph"] = run_graph(pipeline, str(video), settings.det_interval, work / f"{video.stem}_out.mp4")
+        boxes: list[np.ndarray] | None = [] if settings.reference and position == 0 else None
+        entry["graph"] = run_graph(pipeline, str(video), settings.det_interval, work / f"{video.stem}_out.mp4",
+                                   boxes)
+        if boxes is not None:
+            report["reference"] = {"video": video.name, **compare_with_reference(boxes, settings.reference)}
         entry["naive"] = run_naive(pipeline, str(video), settings.baseline_frames, work / f"{video.stem}_naive.mp4")
         home = model_home()
         paddlex = run_paddlex(str(video), settings.paddlex_frames, home) if home else None
@@ -307,6 +352,12 @@ def print_report(report: dict) -> None:
             f"{graph['latency']['p50_ms']:.0f}", f"{graph['latency']['p95_ms']:.0f}", f"{graph['cpu_percent']:.0f}")
     console.print(table)
     cost = report["pose_cost"]
+    reference = report.get("reference")
+    if reference:
+        console.print(f"vs PaddleX's own output on {reference['video']} ({reference['frames']} frames): "
+                      f"persons/frame {reference['persons_per_frame']:.2f} vs {reference['reference_persons_per_frame']:.2f} "
+                      f"(ratio {reference['ratio']:.3f}), recall {reference['recall']:.3f}, "
+                      f"precision {reference['precision']:.3f} at IoU 0.5")
     live = report.get("live")
     if live:
         console.print(f"live ({live['source_fps']:g} fps paced): {live['frames']} frames, {live['dropped']} dropped, "

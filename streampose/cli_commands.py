@@ -69,6 +69,9 @@ def register_commands(commands: argparse._SubParsersAction,
                        help="frames in the 720p and 1080p variants made from the first video")
     bench.add_argument("--no-variants", dest="make_variants", action="store_false")
     bench.add_argument("--json", dest="json_path", default=None, help="write the report here (else stdout)")
+    bench.add_argument("--reference", default=None,
+                       help="PaddleX's per-frame JSON for the first video (default for vtest.avi: "
+                            "data/paddlex_reference/vtest.avi.json beside the samples, if there)")
 
     models = commands.add_parser("models", help="model utilities")
     models_sub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
@@ -190,10 +193,20 @@ def _bench(args: argparse.Namespace) -> int:
     from streampose.bench import BenchSettings, main  # noqa: PLC0415
 
     videos = args.video or [str(_default_video())]
+    reference = args.reference or _default_reference(Path(videos[0]))
+    if reference is not None and not Path(reference).is_file():
+        raise InputError(f"bench: reference {reference}: no such file")
     return main(BenchSettings(videos=videos, backend=args.backend, det_interval=args.det_interval,
                               baseline_frames=args.baseline_frames, paddlex_frames=args.paddlex_frames,
                               pipeline=args.pipeline, json_path=args.json_path,
-                              make_variants=args.make_variants, max_frames=args.variant_frames))
+                              make_variants=args.make_variants, max_frames=args.variant_frames,
+                              reference=None if reference is None else str(reference)))
+
+
+def _default_reference(video: Path) -> Path | None:
+    """PaddleX's per-frame output for a shared sample video, where the shared data has it."""
+    candidate = video.resolve().parent.parent / "data" / "paddlex_reference" / f"{video.name}.json"
+    return candidate if candidate.is_file() else None
 
 
 def _default_video() -> Path:
