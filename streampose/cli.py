@@ -35,7 +35,7 @@ def _add_runtime_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default=None,
                         help="auto (fastest installed), paddle, onnxruntime or openvino")
     parser.add_argument("--cpu_threads", "--cpu-threads", dest="cpu_threads", type=int, default=0,
-                        help="CPU threads per model (0: backend default)")
+                        help="CPU threads per model, per stream where a model runs several (0: backend default)")
     parser.add_argument("--disable_mkldnn", "--no-mkldnn", dest="enable_mkldnn", action="store_false",
                         help="Paddle backend: turn oneDNN (MKLDNN) kernels off")
     parser.add_argument("--precision", default=None, choices=("f32", "bf16", "int8"),
