@@ -2,8 +2,10 @@
 
 For each video it runs (1) the streaming graph end to end (decode → H.264 file), (2) a naive
 sequential baseline in one thread (detector every frame, one pose call per person, same backend),
-and (3) the real PaddleX pipeline frame by frame when ``paddlex`` is importable. It also measures
-the cost of one more person in a batched pose call. Results print as a rich table and as JSON.
+and (3) the real PaddleX pipeline frame by frame when ``paddlex`` is importable. The first video
+runs the graph twice: cold (a fresh process: model compiles per batch size included) and warm
+(the rate a camera or a folder of videos settles at). It also measures the cost of one more
+person in a batched pose call. Results print as a rich table and as JSON.
 """
 
 from __future__ import annotations
@@ -313,6 +315,12 @@ def run_bench(settings: BenchSettings) -> dict:
                                    boxes)
         if boxes is not None:
             report["reference"] = {"video": video.name, **compare_with_reference(boxes, settings.reference)}
+        if position == 0:
+            # Once more in the same process: OpenVINO has compiled a static model per batch size
+            # met and the allocators have their working set. This is the rate a camera or a
+            # folder of videos settles at; the first run includes that warm-up.
+            entry["graph_warm"] = run_graph(pipeline, str(video), settings.det_interval,
+                                            work / f"{video.stem}_warm.mp4")
         entry["naive"] = run_naive(pipeline, str(video), settings.baseline_frames, work / f"{video.stem}_naive.mp4")
         home = model_home()
         paddlex = run_paddlex(str(video), settings.paddlex_frames, home) if home else None
@@ -337,7 +345,7 @@ def print_report(report: dict) -> None:
     workers = report["videos"][0]["graph"].get("pose_workers", 1) if report["videos"] else 1
     table = Table(title=f"streampose bench · backend {report['backend']} · det-interval {report['det_interval']} · "
                         f"{workers} pose workers (stage ms: per frame in each worker, detect per detector run)")
-    for column in ("video", "fps", "naive fps", "PaddleX fps", "× naive", "× PaddleX", "persons/frame",
+    for column in ("video", "fps", "warm fps", "naive fps", "PaddleX fps", "× naive", "× PaddleX", "persons/frame",
                    "decode", "detect", "track", "pose", "sink", "p50 ms", "p95 ms", "CPU %"):
         table.add_column(column, justify="right")
     for entry in report["videos"]:
@@ -345,7 +353,8 @@ def print_report(report: dict) -> None:
         stages = {stage["stage"]: stage for stage in graph["stages"]}
         paddlex = entry.get("paddlex")
         table.add_row(
-            entry["video"], f"{graph['fps']:.1f}", f"{entry['naive']['fps']:.1f}",
+            entry["video"], f"{graph['fps']:.1f}",
+            f"{entry['graph_warm']['fps']:.1f}" if "graph_warm" in entry else "-", f"{entry['naive']['fps']:.1f}",
             f"{paddlex['fps']:.1f}" if paddlex else "-", f"{entry['speedup_vs_naive']:.1f}",
             f"{entry['speedup_vs_paddlex']:.1f}" if paddlex else "-", f"{graph['persons_per_frame']:.2f}",
             *(f"{stages[name]['mean_ms']:.1f}" for name in ("decode", "detect", "track", "pose", "sink")),
