@@ -77,6 +77,28 @@ class RtspServer:
             self.kill()
             raise RuntimeError(f"rtsp_server.py did not start: {self.log.read_text()[-500:]}")
 
+    def wait_until_serving(self, timeout_s: float = 60.0) -> None:
+        """Block until a client gets a frame.
+
+        READY means the port listens; the first client then makes GStreamer build the media
+        pipeline, which on a fresh machine (plugin registry still being written) can take long
+        enough for FFmpeg to read a half-ready answer ("Invalid data found when processing
+        input", seen once in CI). Tests start from a server that has served once.
+        """
+        import av  # noqa: PLC0415
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                with av.open(self.url, options={"rtsp_transport": "tcp", "timeout": "5000000"},
+                             timeout=5.0) as container:
+                    next(container.decode(video=0))
+                return
+            except (av.FFmpegError, StopIteration, OSError) as error:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"RTSP server at {self.url} never served a frame: {error}") from error
+                time.sleep(0.5)
+
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGCONT)
@@ -95,6 +117,7 @@ def rtsp_server(samples_dir: Path, tmp_path: Path) -> Iterator[RtspServer]:
     server = RtspServer(samples_dir / "vtest.avi", free_port(), tmp_path / "rtsp_server.log")
     server.start()
     try:
+        server.wait_until_serving()
         yield server
     finally:
         server.kill()
