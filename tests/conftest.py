@@ -6,7 +6,11 @@ never from a hard-coded absolute path, and nothing is copied into the repository
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -54,3 +58,28 @@ def paddle_pipeline(model_home):
     from streampose import create_pipeline
 
     return create_pipeline("human_keypoint_detection", backend="paddle")
+
+
+class _QuietServer(http.server.ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that stops reading mid-file (a test that breaks early) is expected here."""
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+        pass
+
+
+@pytest.fixture
+def samples_http(samples_dir: Path) -> Iterator[str]:
+    """A real HTTP server on loopback serving the sample folder; yields its base URL."""
+    handler = functools.partial(_QuietHandler, directory=str(samples_dir))
+    server = _QuietServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 import shutil
 import socket
-import threading
 import time
-from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import cv2
@@ -101,30 +97,10 @@ def test_non_http_urls_are_input_errors(url: str, tmp_path: Path) -> None:
     assert url in str(caught.value)
 
 
-@pytest.fixture
-def image_server(samples_dir: Path) -> Iterator[str]:
-    """A real HTTP server on loopback serving the sample folder."""
-    handler = functools.partial(_QuietHandler, directory=str(samples_dir))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
-
-
-class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
-        pass
-
-
-def test_http_url_is_downloaded_and_its_path_reported(paddle_pipeline, image_server, samples_dir: Path,
+def test_http_url_is_downloaded_and_its_path_reported(paddle_pipeline, samples_http, samples_dir: Path,
                                                       tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("STREAMPOSE_CACHE_HOME", str(tmp_path / "cache"))
-    result = next(paddle_pipeline.predict(f"{image_server}/basketball1.png"))
+    result = next(paddle_pipeline.predict(f"{samples_http}/basketball1.png"))
     downloaded = Path(result["input_path"])
     assert downloaded == tmp_path / "cache" / "predict_input" / "basketball1.png"
     assert downloaded.read_bytes() == (samples_dir / "basketball1.png").read_bytes()
@@ -132,8 +108,8 @@ def test_http_url_is_downloaded_and_its_path_reported(paddle_pipeline, image_ser
     np.testing.assert_array_equal(keypoints_of(result), keypoints_of(local))
 
 
-def test_http_404_is_an_input_error(image_server, tmp_path: Path) -> None:
-    url = f"{image_server}/missing.png"
+def test_http_404_is_an_input_error(samples_http, tmp_path: Path) -> None:
+    url = f"{samples_http}/missing.png"
     with pytest.raises(InputError, match="404") as caught:
         collect_inputs(url, tmp_path / "cache")
     assert url in str(caught.value)

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import os
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
 
 import cv2
 import numpy as np
@@ -258,33 +255,8 @@ def test_list_video_files_sorted_and_filtered(tmp_path):
         list_video_files(tmp_path / "a.avi")
 
 
-@pytest.fixture
-def http_samples(samples_dir: Path) -> Iterator[str]:
-    """A real HTTP server on loopback serving the sample folder."""
-    handler = functools.partial(QuietHandler, directory=str(samples_dir))
-    server = QuietServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
-
-
-class QuietServer(http.server.ThreadingHTTPServer):
-    def handle_error(self, request: object, client_address: object) -> None:
-        """A client that stops reading mid-file (the test breaks early) is expected here."""
-
-
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
-        pass
-
-
-def test_http_video_url_decodes_the_same_frames(http_samples, vtest_decoded):
-    with open_source(f"{http_samples}/vtest.avi") as source:
+def test_http_video_url_decodes_the_same_frames(samples_http, vtest_decoded):
+    with open_source(f"{samples_http}/vtest.avi") as source:
         assert not source.is_live and source.size == VTEST_SIZE
         digests = []
         for frame in source:
@@ -294,9 +266,9 @@ def test_http_video_url_decodes_the_same_frames(http_samples, vtest_decoded):
     assert digests == vtest_decoded["digests"][:20]
 
 
-def test_http_404_is_an_input_error(http_samples):
+def test_http_404_is_an_input_error(samples_http):
     with pytest.raises(InputError, match="404") as raised:
-        open_source(f"{http_samples}/nothing.mp4")
+        open_source(f"{samples_http}/nothing.mp4")
     assert "nothing.mp4" in str(raised.value)
 
 
