@@ -65,16 +65,3 @@ class StageQueue(Generic[T]):
             item = self._items.popleft()
             self._condition.notify_all()
             return item
-
-    def get_ready(self, limit: int) -> list[T]:
-        """Items already waiting, up to ``limit``, without blocking (for batching)."""
-        with self._condition:
-            items = []
-            while self._items and len(items) < limit:
-                items.append(self._items.popleft())
-            if items:
-                self._condition.notify_all()
-            return items
-
-    def peek_ready(self) -> int:
-        return len(self._items)
