@@ -101,12 +101,11 @@ def compare_with_reference(boxes_per_frame: list[np.ndarray], reference_path: st
                            iou_threshold: float = 0.5) -> dict:
     """Persons found against PaddleX's frame-by-frame output on the same video.
 
-    A person counts as found when one of ours overlaps it at IoU >= ``iou_threshold`` (one-to-one,
-    Hungarian). Recall: share of PaddleX's persons found; precision: share of ours PaddleX has.
+    A person counts as found when one of ours overlaps it at IoU >= ``iou_threshold``, paired
+    one-to-one as the tracker pairs tracks with detections (:func:`streampose.tracking.associate`).
+    Recall: share of PaddleX's persons found; precision: share of ours PaddleX has.
     """
-    from scipy.optimize import linear_sum_assignment  # noqa: PLC0415
-
-    from streampose.tracking import iou_matrix  # noqa: PLC0415
+    from streampose.tracking import associate  # noqa: PLC0415
 
     with open(reference_path, encoding="utf-8") as handle:
         frames = json.load(handle)["frames"]
@@ -116,10 +115,7 @@ def compare_with_reference(boxes_per_frame: list[np.ndarray], reference_path: st
         theirs = np.array([person["bbox"] for person in reference["persons"]], np.float64).reshape(-1, 4)
         theirs_total += len(theirs)
         ours_total += len(ours)
-        if len(theirs) and len(ours):
-            overlap = iou_matrix(theirs, ours)
-            rows, cols = linear_sum_assignment(overlap, maximize=True)
-            matched += int((overlap[rows, cols] >= iou_threshold).sum())
+        matched += len(associate(theirs, ours, iou_threshold)[0])
     return {
         "reference": str(reference_path), "frames": count,
         "persons_per_frame": ours_total / max(count, 1),
@@ -267,7 +263,7 @@ def pose_cost_per_person(pipeline: Any, video: str) -> dict:
     boxes = np.array([[width * 0.3, height * 0.2, width * 0.4, height * 0.6]] * 8, np.float32)
     boxes[:, [0, 2]] += np.arange(8)[:, None] * width * 0.05
     model = pipeline.keypoint_model
-    workers = max(1, int(getattr(model.session, "streams", 1) or 1))
+    workers = model.streams
     calls = 15
     one_caller, throughput = {}, {}
     for count in (1, 8):

@@ -80,8 +80,7 @@ class StreamGraph:
         self.stop_event = threading.Event()
         live = bool(source.is_live)
         size = settings.queue_size
-        workers = settings.pose_workers or int(getattr(getattr(keypoint_model, "session", None), "streams", 1) or 1)
-        self.pose_workers = max(1, int(workers))
+        self.pose_workers = max(1, int(settings.pose_workers or keypoint_model.streams))
         # Live: only the decoder's queue may hold a backlog (it drops the oldest); later queues
         # stay minimal, so a frame waits behind as few others as possible.
         inner = min(size, 1) if live else size

@@ -137,6 +137,11 @@ class KeypointModel:
         self.session = session or create_session(files, options or RuntimeOptions())
 
     @property
+    def streams(self) -> int:
+        """Calls that run at once from different threads (the backend session's streams)."""
+        return max(1, int(getattr(self.session, "streams", 1) or 1))
+
+    @property
     def aspect(self) -> float:
         return self.input_wh[0] / self.input_wh[1]
 
