@@ -280,6 +280,30 @@ def test_openvino_bf16_is_selectable_and_stays_close_to_f32(sessions, tinypose, 
     assert (np.maximum(rows_apart, columns_apart) >= 1).sum() <= 12
 
 
+def test_openvino_folds_tinyposes_channel_shuffles_without_changing_its_output(sessions, tinypose, crops):
+    """The shuffle fold (runtime/channel_shuffle.py) must rename channels, never change values.
+
+    Folded and unfolded f32 models differ only in the order a convolution sums its inputs:
+    measured max |diff| ~6e-7 on heatmaps peaking at ~0.3, the same argmax everywhere.
+    """
+    folded = sessions[("openvino", "tinypose")]
+    plain = OpenVinoSession(tinypose, RuntimeOptions(backend="openvino", precision="f32",
+                                                     extra={"fold_shuffles": False}))
+    assert plain.folded is None
+    assert folded.folded.shuffles == 49  # every ShuffleNetV2 unit of the 128x96 Lite-HRNet
+    runtime_ops = {op.get_type_name() for op in folded._dynamic.get_runtime_model().get_ordered_ops()}
+    assert not runtime_ops & {"ShuffleChannels", "Transpose"}, runtime_ops
+    folded_heatmaps, folded_argmax = folded.run({"image": crops})
+    plain_heatmaps, plain_argmax = plain.run({"image": crops})
+    assert np.abs(folded_heatmaps - plain_heatmaps).max() < 1e-5
+    np.testing.assert_array_equal(folded_argmax, plain_argmax)
+
+
+def test_openvino_fold_leaves_a_model_without_shuffles_alone(sessions):
+    report = sessions[("openvino", "picodet")].folded
+    assert report.shuffles == 0 and report.gathers == 0 and report.concats == []
+
+
 @pytest.mark.parametrize("backend", list(BACKENDS))
 def test_detector_and_pose_sessions_run_side_by_side_in_threads(
     backend, tinypose, picodet_raw, crops, scenes, tinypose_reference, picodet_reference
