@@ -151,7 +151,8 @@ class _Folder:
             cache_key = (key, start, stop)
             if cache_key not in self.slices:
                 self.slices[cache_key] = self.ops.slice(
-                    source, _int64([start]), _int64([stop]), _int64([1]), _int64([1])).output(0)
+                    source, *(self.ops.constant(np.array([value], np.int64)) for value in (start, stop, 1, 1))
+                ).output(0)
             pieces.append(self.slices[cache_key])
         return pieces
 
@@ -283,18 +284,15 @@ class _Folder:
         if channels is None or node.get_input_size() != 2:
             return False
         layout = None
-        for index in range(2):
-            key = _key(node.input_value(index))
-            if key in self.views:
-                physical = self.materialize(self.views[key])[1]
-                if layout is not None and not np.array_equal(layout, physical):
-                    return False
-                layout = physical
         plans = []
         for index in range(2):
             source = node.input_value(index)
             if _key(source) in self.views:
-                plans.append(("view", self.materialize(self.views[_key(source)])[0]))
+                tensor, physical = self.materialize(self.views[_key(source)])
+                if layout is not None and not np.array_equal(layout, physical):
+                    return False
+                layout = physical
+                plans.append(("view", tensor))
             elif (constant := _constant_of(source)) is not None:
                 plans.append(("constant", constant))
             else:
@@ -409,12 +407,6 @@ def _shuffle_at(first):
     if _channels_of(last.output(0)) != channels:
         return None
     return transpose, last, groups, per_group
-
-
-def _int64(values: list[int]):
-    import openvino.opset13 as ops  # optional backend: imported when used
-
-    return ops.constant(np.array(values, np.int64))
 
 
 def _run_count(channels: list[Channel]) -> int:
