@@ -25,7 +25,8 @@ KNOWN_PIPELINES = {
     # same OKS AP, 20-30% faster). The default of `streampose run`.
     STREAM_PRESET: "human_keypoint_detection_stream.yaml",
 }
-PRECISIONS = ("f32", "bf16", "int8")  # int8: the copy `streampose models quantize` made
+# auto: bf16 where the CPU has AMX, else f32; int8: the copy `streampose models quantize` made
+PRECISIONS = ("auto", "f32", "bf16", "int8")
 # PaddleX engines mapped to streampose backends.
 ENGINE_TO_BACKEND = {
     "paddle": "paddle", "paddle_static": "paddle", "paddle_dynamic": "paddle",

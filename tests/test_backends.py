@@ -246,7 +246,7 @@ def test_onnxruntime_runs_on_gpu_when_cuda_is_there(tinypose, crops, tinypose_re
 def test_openvino_refuses_gpu_and_unknown_precision(tinypose):
     with pytest.raises(DeviceError, match=r"^device gpu:0: .*onnxruntime"):
         OpenVinoSession(tinypose, RuntimeOptions(backend="openvino", device="gpu"))
-    with pytest.raises(ConfigError, match=r"^precision 'fp8': .*f32, bf16 or int8$"):
+    with pytest.raises(ConfigError, match=r"^precision 'fp8': .*auto, f32, bf16 or int8$"):
         OpenVinoSession(tinypose, RuntimeOptions(backend="openvino", precision="fp8"))
 
 

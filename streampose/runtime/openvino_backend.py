@@ -13,8 +13,9 @@ signature by rank, dtype and static dimensions; callers always see Paddle's name
 Channel shuffles (PP-TinyPose) are folded into the convolutions around them before compiling
 (:mod:`streampose.runtime.channel_shuffle`): same function, ~20% less time per pose call.
 
-Precision: this CPU kind has AMX, where OpenVINO defaults to bf16 (heatmaps move by ~1e-2);
-``RuntimeOptions.precision`` picks ``f32`` (default, Paddle parity) or ``bf16`` explicitly, or
+Precision: on CPUs with AMX, OpenVINO defaults to bf16 (heatmaps move by ~1e-2);
+``RuntimeOptions.precision`` picks ``f32`` (default, Paddle parity) or ``bf16`` explicitly,
+``auto`` (bf16 where the CPU has AMX, the only place it is faster; else f32), or
 ``int8``: the model's post-training-quantized copy that ``streampose models quantize`` wrote into
 the cache (:mod:`streampose.models.quantize`, found via :mod:`streampose.runtime.int8_cache`), same inputs and outputs as the float model.
 """
@@ -35,10 +36,12 @@ from streampose.runtime.int8_cache import INT8, find_int8_model
 from streampose.runtime.split_nms import NmsSettings, split_nms
 from streampose.runtime.base import ModelFiles, RuntimeOptions
 from streampose.runtime.channel_shuffle import fold_channel_shuffles
-from streampose.runtime.devices import parse_device
+from streampose.runtime.devices import cpu_has_amx, parse_device
 from streampose.runtime.onnxruntime_backend import paddle_output_order, run_in_single_batches
 
 _PRECISION_HINTS = {"f32": "f32", "fp32": "f32", "bf16": "bf16"}
+# "auto": bf16 only where it is faster (AMX; see cpu_has_amx); same OKS AP either way (README).
+AUTO = "auto"
 # What the ops an INT8 model keeps in float (first conv, heads, softmax-like tails) run in.
 _INT8_FLOAT_PART = "f32"
 _MAX_PERMUTED_PORTS = 6
@@ -73,9 +76,11 @@ def _import_openvino():
 def precision_hint(precision: str) -> str:
     """``RuntimeOptions.precision`` as OpenVINO's ``INFERENCE_PRECISION_HINT``."""
     name = str(precision).strip().lower()
+    if name == AUTO:
+        return "bf16" if cpu_has_amx() else "f32"
     hint = _INT8_FLOAT_PART if name == INT8 else _PRECISION_HINTS.get(name)
     if hint is None:
-        raise ConfigError(f"precision {precision!r}: the openvino backend supports f32, bf16 or int8")
+        raise ConfigError(f"precision {precision!r}: the openvino backend supports auto, f32, bf16 or int8")
     return hint
 
 
