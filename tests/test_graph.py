@@ -328,3 +328,47 @@ def test_two_pose_workers_give_the_same_frames_as_one(pipeline, clip):
         for person_a, person_b in zip(keypoints_a, keypoints_b):
             np.testing.assert_allclose(person_a, person_b, atol=1e-3)
     assert wait_for_no_graph_threads() == []
+
+
+def test_files_pose_fixed_size_calls_across_frames_with_the_same_results(pipeline, clip):
+    """Files pack persons of consecutive frames into calls of ``pose_batch``: one static model
+    shape to compile. The keypoints must be those of posing each person on its own."""
+    class CallSizes:
+        """The real keypoint model, recording how many crops each call holds."""
+
+        def __init__(self, real) -> None:
+            self.real, self.sizes = real, []
+            self.streams = real.streams
+
+        def predict_many(self, images, boxes_per_image):
+            self.sizes.append(sum(len(boxes) for boxes in boxes_per_image))
+            return self.real.predict_many(images, boxes_per_image)
+
+    def collect(pose_batch: int):
+        model = CallSizes(pipeline.keypoint_model)
+        found = []
+        source = VideoFileSource(clip)
+        settings = StreamSettings(det_interval=3, queue_size=2, pose_batch=pose_batch,
+                                  det_threshold=pipeline.det_threshold)
+        sink = lambda output: found.append(([p.track_id for p in output.persons],  # noqa: E731
+                                            [p.keypoints for p in output.persons]))
+        graph = StreamGraph(source, pipeline.detector, model, settings, [sink])
+        graph.run()
+        source.close()
+        stages = {stage["stage"]: stage["items"] for stage in graph.summary()["stages"]}
+        assert stages["pose"] == stages["sink"] == CLIP_FRAMES
+        return found, model.sizes
+
+    packed, packed_sizes = collect(8)
+    alone, alone_sizes = collect(1)
+    persons = sum(len(ids) for ids, _ in packed)
+    assert persons > 2 * CLIP_FRAMES
+    assert set(alone_sizes) <= {0, 1}
+    # Every call of 8, but the last, or one closed early by a run of frames with few persons.
+    assert sum(packed_sizes) == persons and packed_sizes.count(8) >= persons // 8 - 2
+    assert len(packed) == CLIP_FRAMES
+    assert [ids for ids, _ in packed] == [ids for ids, _ in alone]
+    for (_, keypoints_a), (_, keypoints_b) in zip(packed, alone):
+        for person_a, person_b in zip(keypoints_a, keypoints_b):
+            np.testing.assert_allclose(person_a, person_b, atol=1e-3)
+    assert wait_for_no_graph_threads() == []

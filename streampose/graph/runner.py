@@ -7,9 +7,12 @@ re-raised by :meth:`StreamGraph.run`; end of input flows through as a marker so 
 
 Why this shape (measured on a 2-core CPU, vtest.avi): posing is 60% of the work, so it must not
 sit on one core. The track stage decides, in frame order, which frames run the detector and which
-boxes each frame poses; the pose stage is then stateless per frame and runs on several frames at
-once (``pose_workers``, one per stream of the pose model). Frames are dealt to the workers in turn
-and collected in the same turn, so the sink sees them in order without a reorder buffer.
+boxes each frame poses; the pose stage is then stateless and runs several calls at once
+(``pose_workers``, one per stream of the pose model). For files the track stage packs the persons
+of consecutive frames into calls of ``pose_batch`` persons (:mod:`streampose.graph.chunks`: one
+static model shape to compile instead of one per crowd size); live frames go one per call. Calls
+are dealt to the workers in turn and collected in the same turn, so the sink sees them in order
+without a reorder buffer, and joins the frames that spanned two calls.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from streampose.graph.chunks import Chunk, FramePacker, PersonPacker
 from streampose.graph.persons import Person, PersonFinisher, PersonPlanner, PoseRequest
 from streampose.graph.queues import Closed, StageQueue
 from streampose.graph.stats import LatencyTracker, StageStats
@@ -40,8 +44,10 @@ class StreamSettings:
     det_threshold: float | None = None
     smooth: bool = False
     queue_size: int = 4
-    # Frames posed at once; None: as many as the pose model runs in parallel (its ``streams``).
+    # Pose calls run at once; None: as many as the pose model runs in parallel (its ``streams``).
     pose_workers: int | None = None
+    # Persons per pose call for files, across frames (live sources pose each frame alone).
+    pose_batch: int = 8
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
 
 
@@ -60,7 +66,21 @@ class _Work:
     frame: Frame
     decoded_at: float
     request: PoseRequest | None = None
-    pose: PoseBatch | None = None
+    pose_parts: list[PoseBatch] = field(default_factory=list)  # one per chunk the frame spans
+
+
+@dataclass
+class _PosedChunk:
+    chunk: Chunk[_Work]
+    poses: list[PoseBatch]  # one per piece
+
+
+def _joined(parts: list[PoseBatch]) -> PoseBatch:
+    """A frame's poses from the chunks it spanned (nearly always one)."""
+    if len(parts) == 1:
+        return parts[0]
+    return PoseBatch(np.concatenate([part.keypoints for part in parts]),
+                     np.concatenate([part.scores for part in parts]))
 
 
 class StreamGraph:
@@ -87,8 +107,13 @@ class StreamGraph:
         # A live backlog is stale frames: keep two, so a frame waits behind at most one other.
         self.decoded: StageQueue[_Work] = StageQueue(min(size, 2) if live else size, self.stop_event,
                                                      drop_oldest=live)
-        self.to_pose: list[StageQueue[_Work]] = [StageQueue(inner, self.stop_event) for _ in range(self.pose_workers)]
-        self.posed: list[StageQueue[_Work]] = [StageQueue(inner, self.stop_event) for _ in range(self.pose_workers)]
+        # At most half a call's worth of frames per call: sparse scenes do not pile frames up.
+        batch = max(1, int(settings.pose_batch))
+        self.packer = FramePacker() if live else PersonPacker(batch, max_frames=max(1, batch // 2))
+        self.to_pose: list[StageQueue[Chunk[_Work]]] = [StageQueue(inner, self.stop_event)
+                                                        for _ in range(self.pose_workers)]
+        self.posed: list[StageQueue[_PosedChunk]] = [StageQueue(inner, self.stop_event)
+                                                    for _ in range(self.pose_workers)]
         self.stats = {name: StageStats(name) for name in ("decode", "detect", "track", "pose", "sink")}
         self.latency = LatencyTracker()
         self.error: BaseException | None = None
@@ -176,14 +201,23 @@ class StreamGraph:
             self.decoded.put(END, force=True)
 
     def _track_loop(self) -> None:
-        """Frame order: detect when due, advance the tracker, deal the frame to the next worker."""
+        """Frame order: detect when due, advance the tracker, deal full pose calls in turn."""
         detect_stats, track_stats = self.stats["detect"], self.stats["track"]
         threshold = self.settings.det_threshold
         turn = 0
+
+        def deal(chunk: Chunk[_Work]) -> None:
+            nonlocal turn
+            self.to_pose[turn].put(chunk)
+            turn = (turn + 1) % self.pose_workers
+
         try:
             while True:
                 work = self.decoded.get()
                 if work is END:
+                    last = self.packer.flush()
+                    if last is not None:
+                        deal(last)
                     return
                 detections = None
                 if self.planner.should_detect(work.frame.index):
@@ -194,8 +228,8 @@ class StreamGraph:
                 started = time.perf_counter()
                 work.request = self.planner.plan(detections)
                 track_stats.record(time.perf_counter() - started)
-                self.to_pose[turn].put(work)
-                turn = (turn + 1) % self.pose_workers
+                for chunk in self.packer.add(work, len(work.request.boxes)):
+                    deal(chunk)
         finally:
             for queue in self.to_pose:
                 queue.put(END, force=True)
@@ -205,36 +239,33 @@ class StreamGraph:
         inbox, outbox = self.to_pose[slot], self.posed[slot]
         try:
             while True:
-                work = inbox.get()
-                if work is END:
+                chunk = inbox.get()
+                if chunk is END:
                     return
                 started = time.perf_counter()
-                work.pose = self.keypoint_model.predict(work.frame.image, work.request.boxes)
-                stats.record(time.perf_counter() - started)
-                outbox.put(work)
+                poses = self.keypoint_model.predict_many(
+                    [piece.item.frame.image for piece in chunk.pieces],
+                    [piece.item.request.boxes[piece.start:piece.stop] for piece in chunk.pieces])
+                # Per frame finished here, so the stage's ms stay per frame whatever the packing.
+                stats.record(time.perf_counter() - started, chunk.frames_completed)
+                outbox.put(_PosedChunk(chunk, poses))
         finally:
             outbox.put(END, force=True)
 
     def _sink_loop(self) -> None:
-        stats = self.stats["sink"]
         try:
             turn = 0
             while True:
-                work = self.posed[turn].get()
-                if work is END:
+                posed = self.posed[turn].get()
+                if posed is END:
                     break
                 turn = (turn + 1) % self.pose_workers
-                started = time.perf_counter()
-                persons = self.finisher.finish(work.request, work.pose, work.frame.pts)
-                self.persons_posed += len(persons)
-                self.track_ids.update(p.track_id for p in persons if p.track_id is not None)
-                output = FrameOutput(work.frame, persons, work.request.detected, work.decoded_at)
-                for sink in self.sinks:
-                    sink(output)
-                now = time.perf_counter()
-                stats.record(now - started)
-                self.latency.add(now - output.decoded_at)
-                self.frames_out += 1
+                for piece, pose in zip(posed.chunk.pieces, posed.poses):
+                    if self.stop_event.is_set():  # a call may hold several frames: stop between them
+                        raise Closed
+                    piece.item.pose_parts.append(pose)
+                    if piece.completes:
+                        self._finish_frame(piece.item)
         except Closed:
             raise
         except BaseException as exc:
@@ -245,6 +276,19 @@ class StreamGraph:
             for finish in self.finishers:
                 finish()
             self.finished.set()
+
+    def _finish_frame(self, work: _Work) -> None:
+        started = time.perf_counter()
+        persons = self.finisher.finish(work.request, _joined(work.pose_parts), work.frame.pts)
+        self.persons_posed += len(persons)
+        self.track_ids.update(p.track_id for p in persons if p.track_id is not None)
+        output = FrameOutput(work.frame, persons, work.request.detected, work.decoded_at)
+        for sink in self.sinks:
+            sink(output)
+        now = time.perf_counter()
+        self.stats["sink"].record(now - started)
+        self.latency.add(now - output.decoded_at)
+        self.frames_out += 1
 
     # -- reporting -------------------------------------------------------------------------------
     def summary(self) -> dict:

@@ -22,6 +22,7 @@ the cache (:mod:`streampose.models.quantize`, found via :mod:`streampose.runtime
 
 from __future__ import annotations
 
+import collections
 import itertools
 import json
 import threading
@@ -46,6 +47,9 @@ AUTO = "auto"
 _INT8_FLOAT_PART = "f32"
 _MAX_PERMUTED_PORTS = 6
 _STATIC_BATCH_LIMIT = 16
+# A batch size gets its static compile (~1 s of CPU for PP-TinyPose on 2 cores) on its third
+# call: sizes met once or twice (a video's last pose call, one image) stay on the dynamic model.
+_STATIC_AFTER_CALLS = 3
 
 
 @dataclass(frozen=True)
@@ -145,11 +149,12 @@ class OpenVinoSession:
             make_batch_dynamic(model, ov)
         self._core, self._model, self._config, self._source = core, model, config, source
         # Compiled models by batch size. OpenVINO's CPU plugin runs a static shape 25-40% faster
-        # than a dynamic one (TinyPose batch 4: 11.0 vs 14.8 ms), so each batch size seen gets its
-        # own static compile. Compiling takes 0.1-0.5 s, so it happens on a background thread
-        # while the dynamic model answers; the static one takes over once it is ready.
+        # than a dynamic one (TinyPose batch 4: 11.0 vs 14.8 ms), so each batch size met often
+        # gets its own static compile. Compiling takes 0.3-1.2 s, so it happens on a background
+        # thread while the dynamic model answers; the static one takes over once it is ready.
         self._static: dict[int, object] = {}  # batch size → compiled model
         self._compiling: set[int] = set()
+        self._calls: collections.Counter[int] = collections.Counter()  # batch size → calls so far
         self._dynamic = self._compile(None)
         # Idle requests per compiled model (keyed by batch size, None: the dynamic model). A
         # request is created when every existing one is busy, so the pool never exceeds the
@@ -178,7 +183,10 @@ class OpenVinoSession:
         """An idle request for ``batch``: the static model's once compiled, else the dynamic one's."""
         with self._lock:
             compiled = self._static.get(batch)
-            if compiled is None and batch <= _STATIC_BATCH_LIMIT and batch not in self._compiling:
+            if compiled is None:
+                self._calls[batch] += 1
+            if (compiled is None and batch <= _STATIC_BATCH_LIMIT and batch not in self._compiling
+                    and self._calls[batch] >= _STATIC_AFTER_CALLS):
                 self._compiling.add(batch)
                 # Not a daemon: a compile cut off by interpreter exit aborts the process in C++.
                 threading.Thread(target=self._compile_static, args=(batch,), daemon=False,
