@@ -9,7 +9,10 @@ Codec ``"auto"`` is H.264 (libx264, ``veryfast``, CRF 23, yuv420p): playable eve
 on vtest.avi (768x576, 795 frames) on the 2-core dev machine, colour conversion included:
 ``veryfast`` ~190 fps and 4.2 MB, ``ultrafast`` ~540 fps but 12.3 MB (3x larger), ``mpeg4`` ~610
 fps and 17 MB. ``veryfast`` costs ~5 ms a frame, small beside detection and pose, so the smaller
-file wins; pass ``preset="ultrafast"`` when the encoder is the bottleneck. When the FFmpeg build
+file wins; pass ``preset="ultrafast"`` when the encoder is the bottleneck. The default preset
+also sets x264's ``subme=1`` (subpixel refinement of veryfast's 2): measured on 300 vtest frames,
+20-25% less encoder CPU (8.9-10.0 → 6.8-7.3 ms a frame here) for a 0.6% larger file and 0.06 dB
+less PSNR (37.09 → 37.03). An explicit preset is taken as x264 defines it. When the FFmpeg build
 lacks libx264 the writer falls back to MPEG-4 Part 2 (``mpeg4``, fixed quantiser 4).
 
 4:2:0 chroma needs even width and height: an odd size is **padded** by repeating the last
@@ -34,6 +37,7 @@ from .base import AtomicOutput
 AUTO_CODECS = ("libx264", "mpeg4")
 DEFAULT_X264_PRESET = "veryfast"
 DEFAULT_X264_CRF = 23
+DEFAULT_X264_PARAMS = "subme=1"  # with the default preset only (module docstring: measured)
 DEFAULT_MPEG4_QSCALE = 4
 _FF_QP2LAMBDA = 118  # FFmpeg's factor from a quantiser to its "global_quality" lambda
 
@@ -140,6 +144,8 @@ class VideoWriter(AtomicOutput):
         codec_options: dict[str, str] = {}
         if self.codec in ("libx264", "h264"):
             codec_options["preset"] = preset or DEFAULT_X264_PRESET
+            if preset is None:
+                codec_options["x264-params"] = DEFAULT_X264_PARAMS
             codec_options["crf"] = str(DEFAULT_X264_CRF if crf is None else crf)
         elif self.codec == "mpeg4":
             # FFmpeg's mpeg4 default is 200 kb/s, blocky at 768x576; a fixed quantiser is not.
