@@ -454,3 +454,33 @@ def test_openvino_with_two_streams_runs_two_callers_at_once_and_right(tinypose, 
     # Twice the work in parallel: queued streams would take about 2x as long as one caller.
     print(f"\n20 runs alone {alone_s:.2f} s, 2x20 runs on two streams {both_s:.2f} s")
     assert both_s < 1.7 * alone_s
+
+
+def test_openvino_keeps_compiled_models_in_the_user_cache_and_answers_the_same_from_it(
+        tinypose, crops, tinypose_reference, tmp_path, monkeypatch):
+    """Compiling PP-TinyPose costs ~1.2 s of CPU; a later process loads it back from the cache."""
+    monkeypatch.setenv("STREAMPOSE_CACHE_HOME", str(tmp_path / "cache"))
+    folder = tmp_path / "cache" / "openvino"
+    options = RuntimeOptions(backend="openvino", precision="f32")
+    first = OpenVinoSession(tinypose, options).run({"image": crops})
+    entries = sorted(path.name for path in folder.iterdir())
+    assert entries, "nothing was cached"
+    again = OpenVinoSession(tinypose, options).run({"image": crops})  # same model: a cache hit
+    assert sorted(path.name for path in folder.iterdir()) == entries
+    for got, cached, expected in zip(first, again, tinypose_reference):
+        np.testing.assert_array_equal(got, cached)
+        assert np.abs(got.astype(np.float64) - expected).max() < 1e-4
+
+    monkeypatch.setenv("STREAMPOSE_OPENVINO_CACHE", "0")
+    monkeypatch.setenv("STREAMPOSE_CACHE_HOME", str(tmp_path / "other"))
+    OpenVinoSession(tinypose, options).run({"image": crops})
+    assert not (tmp_path / "other" / "openvino").exists()
+
+
+def test_openvino_runs_without_a_writable_cache(tinypose, crops, tinypose_reference, tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("STREAMPOSE_CACHE_HOME", str(blocker))
+    heatmaps, _ = OpenVinoSession(tinypose, RuntimeOptions(backend="openvino", precision="f32")).run(
+        {"image": crops})
+    assert np.abs(heatmaps - tinypose_reference[0]).max() < 1e-4
