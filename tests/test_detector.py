@@ -66,6 +66,29 @@ def test_four_images_in_one_call_equal_one_by_one(nms_detector, raw_detector, im
         np.testing.assert_allclose(together.scores, alone.scores, atol=1e-5)
 
 
+def test_inputs_normalised_into_planes_equal_the_yml_ops_step_by_step(raw_detector, images) -> None:
+    """The fast path (resize, then normalise straight into NCHW planes) must give the very
+    tensor of applying the yml's ops one by one and transposing after."""
+    assert raw_detector._planar_ops is not None  # the usual Resize → NormalizeImage → Permute yml
+    planar, planar_records = raw_detector._planar_batch(images)
+    stacked, stacked_records = raw_detector._stacked_batch(images)
+    assert planar.shape == stacked.shape == (4, 3, 320, 320) and planar.flags.c_contiguous
+    np.testing.assert_array_equal(planar, stacked)
+    assert [r.scale_xy for r in planar_records] == [r.scale_xy for r in stacked_records]
+
+
+def test_ymls_that_pad_or_keep_ratio_take_the_general_path() -> None:
+    from streampose.models.preprocess import build_detector_ops, planar_split  # noqa: PLC0415
+
+    normalise = {"type": "NormalizeImage", "mean": [0.5] * 3, "std": [0.5] * 3, "is_scale": True}
+    plain = [{"type": "Resize", "target_size": [320, 320], "keep_ratio": False}, normalise, {"type": "Permute"}]
+    assert planar_split(build_detector_ops(plain, "test.yml")) is not None
+    keep_ratio = [{"type": "Resize", "target_size": [640, 640], "keep_ratio": True}, normalise, {"type": "Permute"}]
+    assert planar_split(build_detector_ops(keep_ratio, "test.yml")) is None
+    padded = [*plain[:2], {"type": "PadStride", "stride": 32}, {"type": "Permute"}]
+    assert planar_split(build_detector_ops(padded, "test.yml")) is None
+
+
 def test_threshold_is_strictly_greater_on_real_scores(nms_detector, images) -> None:
     everything = nms_detector.predict([images[1]], 0.3)[0]
     score = everything.scores[-1]  # the weakest box above 0.3

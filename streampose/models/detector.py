@@ -14,7 +14,7 @@ import numpy as np
 from streampose.errors import ModelError
 from streampose.models.folder import read_model_config
 from streampose.models.nms import multiclass_nms
-from streampose.models.preprocess import ImageRecord, build_detector_ops
+from streampose.models.preprocess import ImageRecord, build_detector_ops, planar_split
 from streampose.runtime import InferenceSession, ModelFiles, RuntimeOptions, create_session
 
 DEFAULT_THRESHOLD = 0.5
@@ -46,6 +46,7 @@ class Detector:
         self.model_name = str((self.config.get("Global") or {}).get("model_name") or files.model_dir.name)
         self.labels = list(self.config.get("label_list") or ["pedestrian"])
         self.ops = build_detector_ops(self.config.get("Preprocess") or [], str(files.config))
+        self._planar_ops = planar_split(self.ops)
         self.default_threshold = float(self.config.get("draw_threshold", DEFAULT_THRESHOLD))
         nms = self.config.get("NMS") or {}
         self.nms_score_threshold = float(nms.get("score_threshold", 0.025))
@@ -85,19 +86,37 @@ class Detector:
             results.extend(self._predict_batch(images[start:start + step], threshold))
         return results
 
+    def _planar_batch(self, images: list[np.ndarray]) -> tuple[np.ndarray, tuple[ImageRecord, ...]] | None:
+        """The NCHW batch, normalised straight into its planes, when the yml's ops allow it.
+
+        That is the usual detector yml: fixed-size Resize ops, then NormalizeImage, then only
+        Permute. Anything else (keep_ratio sizes, padding after normalising) takes the general path.
+        """
+        ops = self._planar_ops
+        if ops is None:
+            return None
+        before, normalize = ops
+        records, resized = [], []
+        for image in images:
+            record = ImageRecord(original_hw=(int(image.shape[0]), int(image.shape[1])))
+            for op in before:
+                image = op(image, record)
+            records.append(record)
+            resized.append(image)
+        if len({image.shape for image in resized}) > 1:
+            return None
+        height, width = resized[0].shape[:2]
+        batch = np.empty((len(images), 3, height, width), np.float32)
+        for slot, (image, record) in enumerate(zip(resized, records)):
+            normalize.into_planes(image, record, batch[slot])
+        return batch, tuple(records)
+
     def _predict_batch(self, images: list[np.ndarray], threshold: float) -> list[Detections]:
-        tensors, records = zip(*(self.preprocess(image) for image in images))
-        shapes = {tensor.shape for tensor in tensors}
-        if len(shapes) > 1:  # keep_ratio resizes: pad to a common canvas, top-left aligned
-            height = max(shape[0] for shape in shapes)
-            width = max(shape[1] for shape in shapes)
-            padded = []
-            for tensor in tensors:
-                canvas = np.zeros((height, width, 3), np.float32)
-                canvas[: tensor.shape[0], : tensor.shape[1]] = tensor
-                padded.append(canvas)
-            tensors = tuple(padded)
-        batch = np.ascontiguousarray(np.stack(tensors).transpose(0, 3, 1, 2), dtype=np.float32)
+        planar = self._planar_batch(images)
+        if planar is not None:
+            batch, records = planar
+        else:
+            batch, records = self._stacked_batch(images)
         feeds = {"image": batch}
         if "scale_factor" in self.input_names:
             feeds["scale_factor"] = np.array(
@@ -110,6 +129,22 @@ class Detector:
         else:
             rows_per_image = self._nms_raw(outputs, records, threshold)
         return [self._filter(rows, record, threshold) for rows, record in zip(rows_per_image, records)]
+
+    def _stacked_batch(self, images: list[np.ndarray]) -> tuple[np.ndarray, tuple[ImageRecord, ...]]:
+        """Every op of the yml on each image (HWC float), then one stack and transpose."""
+        tensors, records = zip(*(self.preprocess(image) for image in images))
+        shapes = {tensor.shape for tensor in tensors}
+        if len(shapes) > 1:  # keep_ratio resizes: pad to a common canvas, top-left aligned
+            height = max(shape[0] for shape in shapes)
+            width = max(shape[1] for shape in shapes)
+            padded = []
+            for tensor in tensors:
+                canvas = np.zeros((height, width, 3), np.float32)
+                canvas[: tensor.shape[0], : tensor.shape[1]] = tensor
+                padded.append(canvas)
+            tensors = tuple(padded)
+        batch = np.ascontiguousarray(np.stack(tensors).transpose(0, 3, 1, 2), dtype=np.float32)
+        return batch, records
 
     def _split_nms_rows(self, outputs: list[np.ndarray], batch_size: int) -> list[np.ndarray]:
         rows, counts = np.asarray(outputs[0]), np.asarray(outputs[1]).reshape(-1)
