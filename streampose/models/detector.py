@@ -103,8 +103,6 @@ class Detector:
                 image = op(image, record)
             records.append(record)
             resized.append(image)
-        if len({image.shape for image in resized}) > 1:
-            return None
         height, width = resized[0].shape[:2]
         batch = np.empty((len(images), 3, height, width), np.float32)
         for slot, (image, record) in enumerate(zip(resized, records)):
