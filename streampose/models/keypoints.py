@@ -20,7 +20,7 @@ import numpy as np
 from streampose.errors import ModelError
 from streampose.models.folder import read_model_config
 from streampose.models.heatmaps import decode_heatmaps
-from streampose.models.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from streampose.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, normalise_into_planes
 from streampose.runtime import InferenceSession, ModelFiles, RuntimeOptions, create_session
 from streampose.skeleton import FLIP_PAIRS
 
@@ -130,9 +130,8 @@ class KeypointModel:
         mean = np.asarray(normalize.get("mean", IMAGENET_MEAN), np.float64)
         std = np.asarray(normalize.get("std", IMAGENET_STD), np.float64)
         scale = 1.0 / 255.0 if normalize.get("is_scale", True) else 1.0
-        # Applied to BGR crops: reverse mean/std so the channel swap is folded in.
-        self._multiplier = (scale / std)[::-1].astype(np.float32)
-        self._offset = (-mean / std)[::-1].astype(np.float32)
+        self._multiplier = (scale / std).astype(np.float32)  # RGB order
+        self._offset = (-mean / std).astype(np.float32)
         self.max_batch = max(1, int(max_batch))
         self.session = session or create_session(files, options or RuntimeOptions())
 
@@ -158,10 +157,7 @@ class KeypointModel:
         # operations as pixel × multiplier + offset, ~5x faster than normalising HWC crops and
         # transposing them after (8 crops: 1.7 → 0.3 ms).
         tensor = np.empty((len(matrices), 3, input_h, input_w), np.float32)
-        for plane in range(3):
-            bgr = 2 - plane
-            np.multiply(crops[..., bgr], self._multiplier[bgr], out=tensor[:, plane], casting="unsafe")
-            tensor[:, plane] += self._offset[bgr]
+        normalise_into_planes(crops, self._multiplier, self._offset, tensor)
         return tensor, centers, scales
 
     def predict(self, image: np.ndarray, boxes: np.ndarray) -> PoseBatch:

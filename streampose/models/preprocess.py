@@ -94,11 +94,18 @@ class NormalizeImage:
         The same float32 operations as :meth:`__call__` followed by a transpose, one pass per
         plane: a 320x320 detector input costs ~0.4 ms instead of ~2.5 ms.
         """
-        for plane in range(3):
-            channel = plane if record.is_rgb else 2 - plane
-            np.multiply(image[..., channel], self.multiplier[plane], out=out[plane], casting="unsafe")
-            out[plane] += self.offset[plane]
+        normalise_into_planes(image, self.multiplier, self.offset, out, is_rgb=record.is_rgb)
         record.is_rgb = record.is_float = True
+
+
+def normalise_into_planes(images: np.ndarray, multiplier_rgb: np.ndarray, offset_rgb: np.ndarray,
+                          out: np.ndarray, *, is_rgb: bool = False) -> None:
+    """``[..., H, W, 3]`` uint8 BGR (or RGB) pixels into ``out`` ``[..., 3, H, W]`` float32 RGB
+    planes as pixel × multiplier + offset per channel: one pass a plane, no transposing copy."""
+    for plane in range(3):
+        channel = plane if is_rgb else 2 - plane
+        np.multiply(images[..., channel], multiplier_rgb[plane], out=out[..., plane, :, :], casting="unsafe")
+        out[..., plane, :, :] += offset_rgb[plane]
 
 
 class Permute:
