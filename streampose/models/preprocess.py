@@ -92,7 +92,8 @@ class NormalizeImage:
         """Normalise a BGR (or RGB) HWC image straight into CHW RGB planes ``out`` [3,H,W].
 
         The same float32 operations as :meth:`__call__` followed by a transpose, one pass per
-        plane: a 320x320 detector input costs ~0.4 ms instead of ~2.5 ms.
+        plane: a 768x576 frame into the 320 detector (resize included) costs ~0.9 ms instead of
+        3.2-3.8 ms (measured on the 2-core machine without AMX).
         """
         normalise_into_planes(image, self.multiplier, self.offset, out, is_rgb=record.is_rgb)
         record.is_rgb = record.is_float = True
