@@ -7,6 +7,7 @@ as the reference.
 
 from __future__ import annotations
 
+import locale
 import shutil
 import stat
 import threading
@@ -475,6 +476,43 @@ def test_openvino_keeps_compiled_models_in_the_user_cache_and_answers_the_same_f
     monkeypatch.setenv("STREAMPOSE_CACHE_HOME", str(tmp_path / "other"))
     OpenVinoSession(tinypose, options).run({"image": crops})
     assert not (tmp_path / "other" / "openvino").exists()
+
+
+def test_compiles_from_several_threads_leave_the_process_locale_alone(
+        tinypose, picodet_raw, tmp_path, monkeypatch):
+    """OpenVINO switches the whole process to the C locale while it reads or writes a cache entry.
+
+    Two such compiles at once (the graph builds its detector and pose sessions on different
+    threads) restore each other's "C", and the process stayed in C: ASCII text I/O for the caller.
+    """
+    monkeypatch.setenv("STREAMPOSE_CACHE_HOME", str(tmp_path / "cache"))
+    locale_before = locale.setlocale(locale.LC_CTYPE)
+    options = RuntimeOptions(backend="openvino", precision="f32")
+    try:
+        _compile_in_threads(tinypose, picodet_raw, options, locale_before)
+    finally:
+        locale.setlocale(locale.LC_CTYPE, locale_before)  # a failure must not leak into other tests
+
+
+def _compile_in_threads(tinypose: ModelFiles, picodet_raw: ModelFiles, options: RuntimeOptions,
+                        locale_before: str) -> None:
+    for _ in range(3):  # the first round fills the cache, the others load from it
+        errors: list[BaseException] = []
+
+        def build(files: ModelFiles) -> None:
+            try:
+                OpenVinoSession(files, options)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        builders = [threading.Thread(target=build, args=(files,))
+                    for files in (tinypose, picodet_raw, tinypose, picodet_raw)]
+        for builder in builders:
+            builder.start()
+        for builder in builders:
+            builder.join()
+        assert errors == []
+        assert locale.setlocale(locale.LC_CTYPE) == locale_before
 
 
 def test_openvino_runs_without_a_writable_cache(tinypose, crops, tinypose_reference, tmp_path, monkeypatch):

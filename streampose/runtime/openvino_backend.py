@@ -51,6 +51,10 @@ _STATIC_BATCH_LIMIT = 16
 # A batch size gets its static compile (~1 s of CPU for PP-TinyPose on 2 cores) on its third
 # call: sizes met once or twice (a video's last pose call, one image) stay on the dynamic model.
 _STATIC_AFTER_CALLS = 3
+# OpenVINO sets the whole process to the C locale while it reads or writes a CACHE_DIR entry and
+# sets it back afterwards. Two such compiles at once restore each other's "C" and the process
+# stays in C (Python's text I/O then defaults to ASCII), so compiles with a cache take turns.
+_CACHED_COMPILE_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -176,7 +180,11 @@ class OpenVinoSession:
             model = model.clone()
             model.reshape({port: _with_batch(port.get_partial_shape(), batch) for port in model.inputs})
         try:
-            compiled = self._core.compile_model(model, "CPU", self._config)
+            if "CACHE_DIR" in self._config:
+                with _CACHED_COMPILE_LOCK:
+                    compiled = self._core.compile_model(model, "CPU", self._config)
+            else:
+                compiled = self._core.compile_model(model, "CPU", self._config)
         except Exception as exc:
             raise ModelError(f"model {self._source}: OpenVINO could not compile it ({_first_line(exc)})") from exc
         if batch is None:
