@@ -64,7 +64,7 @@ def test_bench_cli_reports_consistent_figures_and_paddlex_agreement(model_home, 
     command = [sys.executable, "-m", "streampose.cli", "bench", "--video", str(clip), "--no-variants",
                "--baseline-frames", "20", "--reference", str(reference_dir / "vtest.avi.json"),
                "--json", str(report_path)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600,
+    done = subprocess.run(command, capture_output=True, text=True, encoding="utf-8", timeout=600,
                           env={**os.environ, "STREAMPOSE_MODEL_HOME": str(model_home)})
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(report_path.read_text())

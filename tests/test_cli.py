@@ -22,7 +22,7 @@ TIMEOUT_S = 120
 
 def run_cli(args: list[str], command: list[str] = CLI) -> subprocess.CompletedProcess:
     """Run the CLI as a user would; the model home comes from the environment (conftest)."""
-    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=TIMEOUT_S, cwd=REPO)
+    return subprocess.run([*command, *args], capture_output=True, text=True, encoding="utf-8", timeout=TIMEOUT_S, cwd=REPO)
 
 
 def assert_clean_stdout(stdout: str) -> None:

@@ -65,7 +65,7 @@ def test_cli_gpu_without_gpu_fails_with_one_line(tmp_path, samples_dir):
     completed = subprocess.run(
         [sys.executable, "-m", "streampose.cli", "predict", "--input", str(samples_dir / "messi5.jpg"),
          "--device", "gpu:0", "--backend", "paddle", "--save_path", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, encoding="utf-8", timeout=120,
     )
     assert completed.returncode != 0
     last = completed.stderr.strip().splitlines()[-1]

@@ -70,7 +70,7 @@ class RtspServer:
                 [SYSTEM_PYTHON, str(SERVER_SCRIPT), str(self.port), str(self.video)],
                 stdout=subprocess.PIPE,
                 stderr=log,
-                text=True,
+                text=True, encoding="utf-8",
             )
         ready = self.process.stdout.readline() if self.process.stdout else ""
         if not ready.startswith("READY"):

@@ -213,7 +213,7 @@ def test_paddlex_client_script_works_unchanged(server, samples_dir, tmp_path):
     script = Path(__file__).with_name("paddlex_client.py")
     completed = subprocess.run(
         [sys.executable, str(script), "--url", server.url, "--image", str(samples_dir / "basketball2.png"),
-         "--output", str(output)], capture_output=True, text=True, timeout=120)
+         "--output", str(output)], capture_output=True, text=True, encoding="utf-8", timeout=120)
     assert completed.returncode == 0, completed.stderr
     assert "Detected persons" in completed.stdout and "'kpts'" in completed.stdout
     picture = cv2.imread(str(output))
@@ -366,7 +366,7 @@ def test_serve_command_answers_and_stops_on_ctrl_c(samples_dir, model_home):
     process = subprocess.Popen(
         [sys.executable, "-c", SERVE_MAIN, "serve", "--host", "127.0.0.1", "--port", str(port),
          "--backend", "paddle", "--log-level", "warning"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8")
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 90

@@ -75,7 +75,7 @@ def run_cli(source: Path | str, folder: Path, name: str, *extra: str, output: bo
     if json_path:
         args += ["--json", str(json_path)]
     started = time.monotonic()
-    done = subprocess.run(cli_command(*args), capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
+    done = subprocess.run(cli_command(*args), capture_output=True, text=True, encoding="utf-8", timeout=CLI_TIMEOUT_S)
     seconds = time.monotonic() - started
     return Run(done.returncode, done.stderr, seconds, output_path, json_path, summary_path)
 
@@ -398,7 +398,7 @@ def test_folder_of_videos_gives_one_output_each(model_home, samples_dir, tmp_pat
     write_vtest_clip(samples_dir, videos / "second.mp4", 8)
     results = tmp_path / "results"
     done = subprocess.run(cli_command("--source", str(videos), "--output", str(results), "--det-interval", "3"),
-                          capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
+                          capture_output=True, text=True, encoding="utf-8", timeout=CLI_TIMEOUT_S)
     assert done.returncode == 0, done.stderr[-2000:]
     assert sorted(path.name for path in results.iterdir()) == ["first_pose.mp4", "second_pose.mp4"]
     assert probe(results / "first_pose.mp4").frames == 12
@@ -410,7 +410,7 @@ def test_ctrl_c_finishes_a_shorter_valid_video(model_home, vtest, tmp_path):
     summary_path = tmp_path / "summary.json"
     process = subprocess.Popen(
         cli_command("--source", str(vtest), "--output", str(output), "--summary-json", str(summary_path)),
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, encoding="utf-8")
     stderr_lines: list[str] = []
     reader = threading.Thread(target=lambda: stderr_lines.extend(process.stderr), daemon=True)
     reader.start()

@@ -106,7 +106,7 @@ def test_cli_on_rtsp_reconnects_and_stops_on_ctrl_c_with_a_summary(model_home, r
     summary_path = tmp_path / "summary.json"
     process = subprocess.Popen(
         cli_command("--source", rtsp_server.url, "--json", "-", "--summary-json", str(summary_path)),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8")
     lines: queue.Queue[str] = queue.Queue()
     stderr_lines: list[str] = []
     threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
