@@ -457,6 +457,30 @@ def test_openvino_with_two_streams_runs_two_callers_at_once_and_right(tinypose, 
     assert both_s < 1.7 * alone_s
 
 
+def _wait_for_compiles(session: OpenVinoSession, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while session._compiling - set(session._static) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_openvino_compiles_only_batch_sizes_that_are_common_lately(tinypose, crops, tinypose_reference):
+    """A static model costs ~75 MB: a size met 3 times among 40 calls stays on the dynamic one."""
+    session = OpenVinoSession(tinypose, RuntimeOptions(backend="openvino", precision="f32"))
+    for _ in range(40):
+        session.run({"image": crops[:2]})
+    _wait_for_compiles(session)
+    assert set(session._static) == {2}
+    for _ in range(3):
+        heatmaps, _ = session.run({"image": crops[:3]})
+    _wait_for_compiles(session)
+    assert 3 not in session._compiling and set(session._static) == {2}  # 3 of 43 calls
+    assert np.abs(heatmaps - tinypose_reference[0][:3]).max() < 1e-3
+    for _ in range(2):  # 5 of 45 calls: a tenth, so batch 3 is now worth its own model
+        session.run({"image": crops[:3]})
+    _wait_for_compiles(session)
+    assert set(session._static) == {2, 3}
+
+
 def test_openvino_keeps_compiled_models_in_the_user_cache_and_answers_the_same_from_it(
         tinypose, crops, tinypose_reference, tmp_path, monkeypatch):
     """Compiling PP-TinyPose costs ~1.2 s of CPU; a later process loads it back from the cache."""
