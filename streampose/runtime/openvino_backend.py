@@ -48,16 +48,14 @@ AUTO = "auto"
 _INT8_FLOAT_PART = "f32"
 _MAX_PERMUTED_PORTS = 6
 _STATIC_BATCH_LIMIT = 16
-# A batch size gets its static compile (~1 s of CPU for PP-TinyPose on 2 cores) on its third
-# call: sizes met once or twice (a video's last pose call, one image) stay on the dynamic model.
+# A batch size gets its static compile (~1 s of CPU for PP-TinyPose on 2 cores) once it makes
+# three of the last twenty calls. Each compiled model holds its own buffers (measured: +75 MB
+# RSS and two threads for TinyPose batch 7 with two streams), so sizes met once in a while (a
+# video's last pose call, the odd sparse chunk at a looped video's seam, seen compiling after
+# 60 s of a soak run when the rule was "third call ever") stay on the dynamic model, while a
+# size that becomes common (a crowd grows, a benchmark switches sizes) is compiled at once.
 _STATIC_AFTER_CALLS = 3
-# ... and only while it makes a tenth of the recent calls. Each compiled model holds its own
-# buffers (measured: +75 MB RSS and two threads for TinyPose batch 7 with two streams), so a
-# size met a few times in hundreds of calls (the odd sparse chunk of a looped video, seen
-# compiling after 60 s of a soak run) stays on the dynamic model, while a camera whose crowd
-# grows gets its new size compiled within a few dozen calls.
-_STATIC_MIN_SHARE = 0.1
-_RECENT_CALLS = 500
+_RECENT_CALLS = 20
 # OpenVINO sets the whole process to the C locale while it reads or writes a CACHE_DIR entry and
 # sets it back afterwards. Two such compiles at once restore each other's "C" and the process
 # stays in C (Python's text I/O then defaults to ASCII), so compiles with a cache take turns.
@@ -169,7 +167,6 @@ class OpenVinoSession:
         # thread while the dynamic model answers; the static one takes over once it is ready.
         self._static: dict[int, object] = {}  # batch size → compiled model
         self._compiling: set[int] = set()
-        self._calls: collections.Counter[int] = collections.Counter()  # batch size → dynamic calls so far
         self._recent: collections.deque[int] = collections.deque(maxlen=_RECENT_CALLS)  # batch sizes
         self._recent_counts: collections.Counter[int] = collections.Counter()  # the same, counted
         self._dynamic = self._compile(None)
@@ -205,11 +202,8 @@ class OpenVinoSession:
         with self._lock:
             self._count_recent(batch)
             compiled = self._static.get(batch)
-            if compiled is None:
-                self._calls[batch] += 1
             if (compiled is None and batch <= _STATIC_BATCH_LIMIT and batch not in self._compiling
-                    and self._calls[batch] >= _STATIC_AFTER_CALLS
-                    and self._recent_counts[batch] >= _STATIC_MIN_SHARE * len(self._recent)):
+                    and self._recent_counts[batch] >= _STATIC_AFTER_CALLS):
                 self._compiling.add(batch)
                 # Not a daemon: a compile cut off by interpreter exit aborts the process in C++.
                 threading.Thread(target=self._compile_static, args=(batch,), daemon=False,
