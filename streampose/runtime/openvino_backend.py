@@ -23,6 +23,7 @@ the cache (:mod:`streampose.models.quantize`, found via :mod:`streampose.runtime
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import json
 import os
@@ -168,7 +169,6 @@ class OpenVinoSession:
         self._static: dict[int, object] = {}  # batch size → compiled model
         self._compiling: set[int] = set()
         self._recent: collections.deque[int] = collections.deque(maxlen=_RECENT_CALLS)  # batch sizes
-        self._recent_counts: collections.Counter[int] = collections.Counter()  # the same, counted
         self._dynamic = self._compile(None)
         # Idle requests per compiled model (keyed by batch size, None: the dynamic model). A
         # request is created when every existing one is busy, so the pool never exceeds the
@@ -186,10 +186,7 @@ class OpenVinoSession:
             model = model.clone()
             model.reshape({port: _with_batch(port.get_partial_shape(), batch) for port in model.inputs})
         try:
-            if "CACHE_DIR" in self._config:
-                with _CACHED_COMPILE_LOCK:
-                    compiled = self._core.compile_model(model, "CPU", self._config)
-            else:
+            with _CACHED_COMPILE_LOCK if "CACHE_DIR" in self._config else contextlib.nullcontext():
                 compiled = self._core.compile_model(model, "CPU", self._config)
         except Exception as exc:
             raise ModelError(f"model {self._source}: OpenVINO could not compile it ({_first_line(exc)})") from exc
@@ -200,10 +197,10 @@ class OpenVinoSession:
     def _acquire(self, batch: int) -> tuple[int | None, object]:
         """An idle request for ``batch``: the static model's once compiled, else the dynamic one's."""
         with self._lock:
-            self._count_recent(batch)
+            self._recent.append(batch)
             compiled = self._static.get(batch)
             if (compiled is None and batch <= _STATIC_BATCH_LIMIT and batch not in self._compiling
-                    and self._recent_counts[batch] >= _STATIC_AFTER_CALLS):
+                    and self._recent.count(batch) >= _STATIC_AFTER_CALLS):
                 self._compiling.add(batch)
                 # Not a daemon: a compile cut off by interpreter exit aborts the process in C++.
                 threading.Thread(target=self._compile_static, args=(batch,), daemon=False,
@@ -213,12 +210,6 @@ class OpenVinoSession:
             if idle:
                 return key, idle.pop()
         return key, (compiled or self._dynamic).create_infer_request()
-
-    def _count_recent(self, batch: int) -> None:
-        if len(self._recent) == self._recent.maxlen:
-            self._recent_counts[self._recent[0]] -= 1
-        self._recent.append(batch)
-        self._recent_counts[batch] += 1
 
     def _release(self, key: int | None, request: object) -> None:
         with self._lock:
