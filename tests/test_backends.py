@@ -479,6 +479,33 @@ def test_openvino_compiles_only_batch_sizes_that_are_common_lately(tinypose, cro
     assert set(session._static) == {2, 3}
 
 
+def test_openvino_keeps_a_bounded_set_of_static_models_evicting_the_least_recently_used(
+        tinypose, crops, tinypose_reference):
+    """A camera's crowd size wanders for weeks: static models (~100 MB each) must not pile up.
+    A new common size replaces the least recently used model once that one has gone unused for
+    a while; until then the new size runs on the dynamic model, with the same outputs."""
+    session = OpenVinoSession(tinypose, RuntimeOptions(backend="openvino", precision="f32"))
+    session.max_static_models, session.evict_after_idle_calls = 2, 10
+
+    def run_checked(size: int, times: int) -> None:
+        for _ in range(times):
+            heatmaps, _ = session.run({"image": crops[:size]})
+            assert np.abs(heatmaps - tinypose_reference[0][:size]).max() < 1e-3
+        _wait_for_compiles(session)
+
+    run_checked(2, 3)  # calls 1-3
+    run_checked(3, 3)  # calls 4-6
+    assert list(session._static) == [2, 3]
+    run_checked(2, 1)  # call 7: 2 becomes the most recently used
+    run_checked(4, 9)  # calls 8-16: 4 is common, but 3 ran only 10 calls ago: no room
+    assert list(session._static) == [3, 2] and 4 not in session._compiling
+    run_checked(4, 1)  # call 17: 3 has been idle for 11 calls and gives its place to 4
+    assert list(session._static) == [2, 4]
+    assert 3 not in session._idle  # the evicted model's requests are not kept alive by the pool
+    run_checked(3, 1)  # call 18: 3 is common again (4 of the last 20), 2 idle for 11 calls
+    assert list(session._static) == [4, 3]
+
+
 def test_openvino_keeps_compiled_models_in_the_user_cache_and_answers_the_same_from_it(
         tinypose, crops, tinypose_reference, tmp_path, monkeypatch):
     """Compiling PP-TinyPose costs ~1.2 s of CPU; a later process loads it back from the cache."""

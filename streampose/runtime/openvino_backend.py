@@ -57,6 +57,16 @@ _STATIC_BATCH_LIMIT = 16
 # size that becomes common (a crowd grows, a benchmark switches sizes) is compiled at once.
 _STATIC_AFTER_CALLS = 3
 _RECENT_CALLS = 20
+# At most this many static models per session (~75-135 MB each for PP-TinyPose with two streams).
+# A live camera's crowd size wanders: without a bound, weeks of footage would keep a model for
+# every size that was ever common (sizes 1-9: +765 MB, measured). Eight hold the seven sizes of
+# vtest.avi played live; with four and no idle rule, sizes took each other's place 6 times in
+# 32 s, every swap a ~0.7 s compile on an already saturated CPU. A new common size takes
+# the place of the least recently used model only when no call needed it for
+# _EVICT_AFTER_IDLE_CALLS calls (10 s at 25 fps), so a swap happens at most that often; until
+# then the new size runs on the dynamic model. A freed model gives its memory back (measured).
+_MAX_STATIC_MODELS = 8
+_EVICT_AFTER_IDLE_CALLS = 250
 # OpenVINO sets the whole process to the C locale while it reads or writes a CACHE_DIR entry and
 # sets it back afterwards. Two such compiles at once restore each other's "C" and the process
 # stays in C (Python's text I/O then defaults to ASCII), so compiles with a cache take turns.
@@ -166,8 +176,13 @@ class OpenVinoSession:
         # than a dynamic one (TinyPose batch 4: 11.0 vs 14.8 ms), so each batch size met often
         # gets its own static compile. Compiling takes 0.3-1.2 s, so it happens on a background
         # thread while the dynamic model answers; the static one takes over once it is ready.
-        self._static: dict[int, object] = {}  # batch size → compiled model
+        self._static: dict[int, object] = {}  # batch size → compiled model, least recently used first
+        self._last_call: dict[int, int] = {}  # batch size → number of the last call that ran it
+        self._calls = 0
+        self.max_static_models = _MAX_STATIC_MODELS
+        self.evict_after_idle_calls = _EVICT_AFTER_IDLE_CALLS
         self._compiling: set[int] = set()
+        self._uncompilable: set[int] = set()  # sizes whose static compile failed: dynamic for good
         self._recent: collections.deque[int] = collections.deque(maxlen=_RECENT_CALLS)  # batch sizes
         self._dynamic = self._compile(None)
         # Idle requests per compiled model (keyed by batch size, None: the dynamic model). A
@@ -194,33 +209,63 @@ class OpenVinoSession:
             self._compiled_precision = compiled.get_property("INFERENCE_PRECISION_HINT")
         return compiled
 
-    def _acquire(self, batch: int) -> tuple[int | None, object]:
-        """An idle request for ``batch``: the static model's once compiled, else the dynamic one's."""
+    def _acquire(self, batch: int) -> tuple[int | None, object, object]:
+        """An idle request for ``batch``: the static model's once compiled, else the dynamic one's.
+
+        Returns the pool key, the compiled model the request belongs to, and the request.
+        """
         with self._lock:
             self._recent.append(batch)
-            compiled = self._static.get(batch)
-            if (compiled is None and batch <= _STATIC_BATCH_LIMIT and batch not in self._compiling
-                    and self._recent.count(batch) >= _STATIC_AFTER_CALLS):
+            self._calls += 1
+            self._last_call[batch] = self._calls
+            compiled = self._static.pop(batch, None)
+            if compiled is not None:
+                self._static[batch] = compiled  # now the most recently used
+            elif (batch <= _STATIC_BATCH_LIMIT and batch not in self._compiling and batch not in self._uncompilable
+                    and self._recent.count(batch) >= _STATIC_AFTER_CALLS and self._make_room()):
                 self._compiling.add(batch)
                 # Not a daemon: a compile cut off by interpreter exit aborts the process in C++.
                 threading.Thread(target=self._compile_static, args=(batch,), daemon=False,
                                  name=f"streampose-ov-compile-{batch}").start()
             key = batch if compiled is not None else None
+            owner = compiled or self._dynamic
             idle = self._idle.setdefault(key, [])
             if idle:
-                return key, idle.pop()
-        return key, (compiled or self._dynamic).create_infer_request()
+                return key, owner, idle.pop()
+        return key, owner, owner.create_infer_request()
 
-    def _release(self, key: int | None, request: object) -> None:
+    def _make_room(self) -> bool:
+        """Whether one more static model may be compiled, evicting an idle one if need be.
+
+        Called with the pool lock held. Evicts the least recently used static model if no call
+        needed it for ``evict_after_idle_calls`` calls; a request of it still running finishes
+        and is then dropped.
+        """
+        if len(self._static) + len(self._compiling) < self.max_static_models:
+            return True
+        unused = next(iter(self._static), None)  # the least recently used
+        if unused is None or self._calls - self._last_call[unused] <= self.evict_after_idle_calls:
+            return False
+        del self._static[unused]
+        self._idle.pop(unused, None)
+        return True
+
+    def _release(self, key: int | None, owner: object, request: object) -> None:
         with self._lock:
-            self._idle.setdefault(key, []).append(request)
+            # An evicted model's request goes with it (not into the pool of a later recompile).
+            if key is None or self._static.get(key) is owner:
+                self._idle.setdefault(key, []).append(request)
 
     def _compile_static(self, batch: int) -> None:
         try:
             compiled = self._compile(batch)
         except ModelError:
+            with self._lock:
+                self._compiling.discard(batch)
+                self._uncompilable.add(batch)
             return  # the dynamic model keeps serving this size
         with self._lock:
+            self._compiling.discard(batch)
             self._static[batch] = compiled
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -242,12 +287,12 @@ class OpenVinoSession:
 
     def _run_once(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         batch = int(next(iter(feeds.values())).shape[0])
-        key, request = self._acquire(batch)
+        key, owner, request = self._acquire(batch)
         try:
             request.infer({self._input_ports[name]: array for name, array in feeds.items()})
             outputs = [request.get_output_tensor(port).data.copy() for port in self._output_ports]
         finally:
-            self._release(key, request)
+            self._release(key, owner, request)
         if self.max_batch == 1 and outputs and _is_nms_rows(outputs[0]):
             outputs[0] = _by_descending_score(outputs[0])
         return outputs
