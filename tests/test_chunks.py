@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streampose.graph.chunks import FramePacker, PersonPacker
+from streampose.graph.chunks import FrameSplitter, PersonPacker
 
 
 def pack(counts: list[int], batch: int, max_frames: int | None = None):
@@ -48,14 +48,23 @@ def test_a_crowd_larger_than_the_batch_still_ends_its_frame():
     assert [chunk.frames_completed for chunk in chunks] == [0, 0, 1]
 
 
-def test_live_frames_go_one_per_call_with_nothing_held_back():
-    packer = FramePacker()
-    (chunk,) = packer.add("frame", 13)
-    assert chunk.persons == 13 and chunk.frames_completed == 1
-    assert (chunk.pieces[0].start, chunk.pieces[0].stop) == (0, 13)
-    assert packer.flush() is None
+def test_live_frames_are_split_over_the_calls_that_run_at_once_with_nothing_held_back():
+    splitter = FrameSplitter(2)
+    first, second = splitter.add("frame", 13)
+    assert [(p.start, p.stop) for chunk in (first, second) for p in chunk.pieces] == [(0, 6), (6, 13)]
+    assert (first.persons, second.persons) == (6, 7)
+    assert (first.frames_completed, second.frames_completed) == (0, 1)  # one frame, whole at the end
+    (alone,) = splitter.add("next", 1)  # one person: nothing to share out
+    assert alone.persons == 1 and alone.frames_completed == 1
+    (empty,) = splitter.add("empty", 0)  # still one (empty) call, so the frame reaches the sinks
+    assert empty.persons == 0 and empty.frames_completed == 1
+    assert splitter.flush() is None
+    (whole,) = FrameSplitter(1).add("frame", 13)
+    assert (whole.pieces[0].start, whole.pieces[0].stop, whole.frames_completed) == (0, 13, 1)
 
 
 def test_batch_must_be_positive():
     with pytest.raises(ValueError):
         PersonPacker(0)
+    with pytest.raises(ValueError):
+        FrameSplitter(0)

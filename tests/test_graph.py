@@ -286,6 +286,20 @@ def test_stage_times_exclude_waiting_for_a_slow_sink(pipeline):
     assert stages["pose"]["mean_ms"] < 0.25 * stages["sink"]["mean_ms"], stages["pose"]
 
 
+class CallSizes:
+    """The real keypoint model, recording how many crops each call holds."""
+
+    def __init__(self, real) -> None:
+        self.real, self.sizes = real, []
+        self.streams = real.streams
+        self._lock = threading.Lock()
+
+    def predict_many(self, images, boxes_per_image):
+        with self._lock:  # two pose workers call at once
+            self.sizes.append(sum(len(boxes) for boxes in boxes_per_image))
+        return self.real.predict_many(images, boxes_per_image)
+
+
 def test_frames_match_across_two_graphs_with_every_frame_detected(pipeline, clip):
     """det_interval 1 is deterministic: the threads' timing must not change any result."""
     def collect() -> list[list[np.ndarray]]:
@@ -333,17 +347,6 @@ def test_two_pose_workers_give_the_same_frames_as_one(pipeline, clip):
 def test_files_pose_fixed_size_calls_across_frames_with_the_same_results(pipeline, clip):
     """Files pack persons of consecutive frames into calls of ``pose_batch``: one static model
     shape to compile. The keypoints must be those of posing each person on its own."""
-    class CallSizes:
-        """The real keypoint model, recording how many crops each call holds."""
-
-        def __init__(self, real) -> None:
-            self.real, self.sizes = real, []
-            self.streams = real.streams
-
-        def predict_many(self, images, boxes_per_image):
-            self.sizes.append(sum(len(boxes) for boxes in boxes_per_image))
-            return self.real.predict_many(images, boxes_per_image)
-
     def collect(pose_batch: int):
         model = CallSizes(pipeline.keypoint_model)
         found = []
@@ -371,4 +374,34 @@ def test_files_pose_fixed_size_calls_across_frames_with_the_same_results(pipelin
     for (_, keypoints_a), (_, keypoints_b) in zip(packed, alone):
         for person_a, person_b in zip(keypoints_a, keypoints_b):
             np.testing.assert_allclose(person_a, person_b, atol=1e-3)
+    assert wait_for_no_graph_threads() == []
+
+
+def test_live_frames_share_their_persons_over_both_pose_workers_with_the_same_results(pipeline, clip):
+    """A live frame is posed at once, its persons split over the calls that run side by side
+    (its latency is then the longer half, not the whole): same persons and keypoints as a file."""
+    from streampose.bench import PacedFileSource  # noqa: PLC0415 - a live-flagged file source
+
+    def collect(source, pose_workers: int):
+        model = CallSizes(pipeline.keypoint_model)
+        found = []
+        settings = StreamSettings(det_interval=1, pose_workers=pose_workers, pose_batch=1,
+                                  det_threshold=pipeline.det_threshold)
+        sink = lambda output: found.append((output.frame.index, [p.keypoints for p in output.persons]))  # noqa: E731
+        graph = StreamGraph(source, pipeline.detector, model, settings, [sink])
+        graph.run()
+        source.close()
+        return found, model.sizes, graph.dropped
+
+    live, live_sizes, dropped = collect(PacedFileSource(str(clip), 6.0), 2)  # slow enough to drop nothing
+    alone, _, _ = collect(VideoFileSource(clip), 1)
+    assert dropped == 0 and [index for index, _ in live] == list(range(CLIP_FRAMES))
+    counts = [len(persons) for _, persons in alone]
+    assert sum(counts) > 2 * CLIP_FRAMES
+    halves = [size for n in counts for size in ([n // 2, n - n // 2] if n > 1 else [n])]
+    assert sorted(live_sizes) == sorted(halves)
+    for (_, persons_live), (_, persons_alone) in zip(live, alone):
+        assert len(persons_live) == len(persons_alone)
+        for person_live, person_alone in zip(persons_live, persons_alone):
+            np.testing.assert_allclose(person_live, person_alone, atol=1e-3)
     assert wait_for_no_graph_threads() == []

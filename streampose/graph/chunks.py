@@ -5,7 +5,7 @@ it meets (about 1 s of CPU for PP-TinyPose on a 2-core machine). One call per fr
 crowd size of a video, seven to ten on vtest.avi: seconds of compiling in a 80-second run. Cutting
 the stream of persons into calls of ``batch`` persons, whatever frames they come from, meets one
 shape. Files only: a live frame must not wait for the next frame's persons, so live sources pose
-each frame alone (:class:`FramePacker`).
+each frame alone, its persons split over the calls that run at once (:class:`FrameSplitter`).
 
 A frame may span two calls; each call lists the pieces it holds in frame order, so whoever takes
 the calls back in order can put every frame together again and hand it on when its last piece is
@@ -78,11 +78,27 @@ class PersonPacker(Generic[T]):
         return chunk if chunk.pieces else None
 
 
-class FramePacker(Generic[T]):
-    """One chunk per frame, all its persons in one call (live sources: no waiting)."""
+class FrameSplitter(Generic[T]):
+    """Each frame alone, its persons shared out over ``parts`` calls that run at once.
+
+    Live sources: the graph's pose workers would otherwise take turns on whole frames, and a
+    frame's latency would be one call on all its persons; split, it is the longest of ``parts``
+    smaller calls running side by side.
+    """
+
+    def __init__(self, parts: int) -> None:
+        if parts < 1:
+            raise ValueError("a frame must be split into at least one call")
+        self.parts = parts
 
     def add(self, item: T, persons: int) -> list[Chunk[T]]:
-        return [Chunk([Piece(item, 0, persons, completes=True)], persons)]
+        parts = max(1, min(self.parts, persons))
+        chunks, start = [], 0
+        for part in range(parts):
+            stop = start + (persons - start) // (parts - part)  # near-equal, larger ones last
+            chunks.append(Chunk([Piece(item, start, stop, completes=part == parts - 1)], stop - start))
+            start = stop
+        return chunks
 
     def flush(self) -> Chunk[T] | None:
         return None

@@ -10,7 +10,8 @@ sit on one core. The track stage decides, in frame order, which frames run the d
 boxes each frame poses; the pose stage is then stateless and runs several calls at once
 (``pose_workers``, one per stream of the pose model). For files the track stage packs the persons
 of consecutive frames into calls of ``pose_batch`` persons (:mod:`streampose.graph.chunks`: one
-static model shape to compile instead of one per crowd size); live frames go one per call. Calls
+static model shape to compile instead of one per crowd size); a live frame is posed alone, its
+persons split over the workers so its latency is the longer half (:class:`FrameSplitter`). Calls
 are dealt to the workers in turn and collected in the same turn, so the sink sees them in order
 without a reorder buffer, and joins the frames that spanned two calls.
 """
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from streampose.graph.chunks import Chunk, FramePacker, PersonPacker
+from streampose.graph.chunks import Chunk, PersonPacker, FrameSplitter
 from streampose.graph.persons import Person, PersonFinisher, PersonPlanner, PoseRequest
 from streampose.graph.queues import Closed, StageQueue
 from streampose.graph.stats import LatencyTracker, StageStats
@@ -109,7 +110,8 @@ class StreamGraph:
                                                      drop_oldest=live)
         # At most half a call's worth of frames per call: sparse scenes do not pile frames up.
         batch = max(1, int(settings.pose_batch))
-        self.packer = FramePacker() if live else PersonPacker(batch, max_frames=max(1, batch // 2))
+        self.packer = (FrameSplitter(self.pose_workers) if live
+                       else PersonPacker(batch, max_frames=max(1, batch // 2)))
         self.to_pose: list[StageQueue[Chunk[_Work]]] = [StageQueue(inner, self.stop_event)
                                                         for _ in range(self.pose_workers)]
         self.posed: list[StageQueue[_PosedChunk]] = [StageQueue(inner, self.stop_event)
