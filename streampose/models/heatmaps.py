@@ -6,10 +6,14 @@ batch is done with array operations, which matters when a video frame carries te
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 # 3x3 Gaussian with OpenCV's sigma for ksize 3 (0.8): separable taps [0.25, 0.5, 0.25].
 _GAUSS_TAPS = (0.25, 0.5, 0.25)
+_GAUSS_KERNEL = np.array(_GAUSS_TAPS, np.float32)
+_CV_MAX_CHANNELS = 512  # OpenCV's CV_CN_MAX
+_PATCH = np.arange(-2, 3)  # offsets of the 5x5 neighbourhood the Newton step reads
 
 
 def argmax_peaks(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -23,48 +27,56 @@ def argmax_peaks(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return coords, maxvals
 
 
-def _blur_zero_border(maps: np.ndarray) -> np.ndarray:
-    """3x3 Gaussian with a zero border, as PaddleX's pad-blur-crop, on [..., H, W] float64."""
-    padded = np.zeros(maps.shape[:-2] + (maps.shape[-2] + 2, maps.shape[-1] + 2), np.float64)
-    padded[..., 1:-1, 1:-1] = maps
-    a, b, c = _GAUSS_TAPS
-    rows = a * padded[..., :-2, :] + b * padded[..., 1:-1, :] + c * padded[..., 2:, :]
-    return a * rows[..., :, :-2] + b * rows[..., :, 1:-1] + c * rows[..., :, 2:]
+def _blurred_channels_last(maps: np.ndarray) -> np.ndarray:
+    """3x3 Gaussian with a zero border (PaddleX's pad-blur-crop) of [N, J, H, W] maps, as [H, W, N*J].
+
+    One OpenCV call filters every map at once as the channels of one image (up to 512 per
+    call), float32 like the heatmaps PaddleX writes the blur back into: 8 persons 1.65 -> 0.25 ms
+    against the same blur as float64 array arithmetic, which also held the GIL.
+    """
+    count, joints, height, width = maps.shape
+    channels = maps.reshape(count * joints, height, width)
+    parts = [_blur_planes(channels[start:start + _CV_MAX_CHANNELS])
+             for start in range(0, count * joints, _CV_MAX_CHANNELS)]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=2)
+
+
+def _blur_planes(planes: np.ndarray) -> np.ndarray:
+    stacked = np.ascontiguousarray(planes.transpose(1, 2, 0), dtype=np.float32)
+    out = cv2.sepFilter2D(stacked, cv2.CV_32F, _GAUSS_KERNEL, _GAUSS_KERNEL, borderType=cv2.BORDER_CONSTANT)
+    return out.reshape(stacked.shape)  # OpenCV drops the channel axis of a single plane
 
 
 def dark_refine(heatmaps: np.ndarray, coords: np.ndarray) -> np.ndarray:
-    """Shift integer peaks by one Newton step on the log of the blurred heatmap (DARK)."""
-    count, joints, height, width = heatmaps.shape
-    if count == 0:
-        return coords.copy()
-    maps = heatmaps.astype(np.float64)
-    blurred = _blur_zero_border(maps)
-    original_max = maps.reshape(count, joints, -1).max(axis=2)
-    blurred_max = blurred.reshape(count, joints, -1).max(axis=2)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(blurred_max != 0, original_max / blurred_max, 0.0)
-    blurred *= ratio[..., None, None]
-    log_maps = np.log(np.maximum(blurred, 1e-10))
+    """Shift integer peaks by one Newton step on the log of the blurred heatmap (DARK).
 
+    Only the 5x5 neighbourhood of each peak enters the step, so the log is taken there alone.
+    """
+    count, joints, height, width = heatmaps.shape
+    refined = coords.copy()
     px = coords[..., 0].astype(np.int64)
     py = coords[..., 1].astype(np.int64)
     inside = (px > 1) & (px < width - 2) & (py > 1) & (py < height - 2)
-    refined = coords.copy()
-    if not inside.any():
+    if count == 0 or not inside.any():
         return refined
+    blurred = _blurred_channels_last(heatmaps)  # [H, W, N*J]
     person, joint = np.nonzero(inside)
+    channel = person * joints + joint
     x, y = px[inside], py[inside]
-    L = log_maps[person, joint]  # noqa: N806 - the paper's symbol
+    original_max = heatmaps.reshape(count * joints, -1).max(axis=1)[channel].astype(np.float64)
+    blurred_max = blurred.reshape(height * width, -1).max(axis=0)[channel].astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(blurred_max != 0, original_max / blurred_max, 0.0)
+    patch = blurred[y[:, None, None] + _PATCH[None, :, None], x[:, None, None] + _PATCH[None, None, :],
+                    channel[:, None, None]]  # [K, 5, 5] around each peak
+    L = np.log(np.maximum(patch.astype(np.float64) * ratio[:, None, None], 1e-10))  # noqa: N806 - the paper's symbol
 
-    def at(dy: int, dx: int) -> np.ndarray:
-        return L[np.arange(L.shape[0]), y + dy, x + dx]
-
-    center = at(0, 0)
-    dx = 0.5 * (at(0, 1) - at(0, -1))
-    dy = 0.5 * (at(1, 0) - at(-1, 0))
-    dxx = 0.25 * (at(0, 2) - 2 * center + at(0, -2))
-    dyy = 0.25 * (at(2, 0) - 2 * center + at(-2, 0))
-    dxy = 0.25 * (at(1, 1) - at(-1, 1) - at(1, -1) + at(-1, -1))
+    center = L[:, 2, 2]
+    dx = 0.5 * (L[:, 2, 3] - L[:, 2, 1])
+    dy = 0.5 * (L[:, 3, 2] - L[:, 1, 2])
+    dxx = 0.25 * (L[:, 2, 4] - 2 * center + L[:, 2, 0])
+    dyy = 0.25 * (L[:, 4, 2] - 2 * center + L[:, 0, 2])
+    dxy = 0.25 * (L[:, 3, 3] - L[:, 1, 3] - L[:, 3, 1] + L[:, 1, 1])
     det = dxx * dyy - dxy * dxy
     solvable = det != 0
     safe_det = np.where(solvable, det, 1.0)
