@@ -18,15 +18,16 @@ models have run, the encoder is open and the allocator has its working set. Grow
 ``(final RSS - RSS after warm-up) / RSS after warm-up``; the target is under 10 %
 (``--max-growth``). The least-squares slope of RSS over the second half of the run after warm-up
 is printed too, to tell a steady leak (the slope stays up) from a step that settled. Steps are
-expected: the OpenVINO backend compiles one static shape per batch size it meets (up to 16 per
-model), so memory and threads step up when a crowd size first appears, even in the second pass,
-then stay flat. Exit status: 0 within target, 1 over it, 2 bad input or a decode error, 3 when
+expected: the OpenVINO backend compiles one static shape per batch size that becomes common (at
+most eight per model, the least recently used one evicted), so memory and threads step up when
+a crowd size first becomes common, even in the second pass, then stay flat. Exit status: 0 within target, 1 over it, 2 bad input or a decode error, 3 when
 the run ended before warm-up did (no growth figure), 130 on Ctrl-C.
 
 Run it (Linux only: it reads ``/proc/self``) from the repository root::
 
     python benchmarks/soak.py                      # 30 minutes, vtest.avi, H.264 files
     python benchmarks/soak.py --minutes 3          # a quick check
+    python benchmarks/soak.py --live-fps 25        # as a 25 fps camera: live queues, drops counted
     python benchmarks/soak.py --backend openvino --det-interval 3 --json /tmp/soak.json
     python benchmarks/soak.py --pipeline human_keypoint_detection --precision f32   # the predict models
 
@@ -90,9 +91,13 @@ class LoopedVideoSource(FrameSource):
 
     is_live = False
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], live_fps: float | None = None) -> None:
         self.path = Path(path)
         super().__init__(str(self.path))
+        # Played as a camera would send it: frames at a fixed rate, and the graph's live policy
+        # (drop the oldest when behind, each frame posed alone) instead of every frame in turn.
+        self.live_fps = live_fps
+        self.is_live = live_fps is not None
         probe = VideoFileSource(self.path)  # fails here, before any model work, on a bad path
         try:
             self._fps = probe.fps
@@ -132,6 +137,7 @@ class LoopedVideoSource(FrameSource):
         index = 0
         clock_offset = 0.0
         period = 1.0 / self._fps if self._fps else 0.0
+        started = time.perf_counter()
         while not self.stop_requested:
             with self._open_pass() as one_pass:
                 first_index = index
@@ -142,6 +148,10 @@ class LoopedVideoSource(FrameSource):
                     pts = None if frame.pts is None else clock_offset + frame.pts
                     last_pts = pts
                     self.stats.frames_read += 1
+                    if self.live_fps:
+                        delay = started + index / self.live_fps - time.perf_counter()
+                        if delay > 0:
+                            time.sleep(delay)
                     yield Frame(self.source_id, index, pts, frame.image)
                     index += 1
                     if self.stop_requested:
@@ -358,6 +368,7 @@ class SoakReport:
     precision: str
     det_interval: int
     sink: str
+    live_fps: float | None
     duration_s: float
     frames: int
     passes: int
@@ -372,6 +383,8 @@ class SoakReport:
     threads: dict[str, int]
     open_fds: dict[str, int]
     dropped: int
+    latency_ms: dict[str, float]
+    queue_max_depth: dict[str, int]
     decode_error: str | None
     interrupted: bool
     output_bytes: int
@@ -414,7 +427,7 @@ def build_report(settings: argparse.Namespace, backend: str, samples: list[Proce
     growth = 100.0 * (final.rss_kib - warm.rss_kib) / warm.rss_kib if warm is not None else None
     return SoakReport(
         video=str(settings.video), backend=backend, precision=settings.precision or "config",
-        det_interval=settings.det_interval, sink=settings.sink,
+        det_interval=settings.det_interval, sink=settings.sink, live_fps=settings.live_fps,
         duration_s=round(run_seconds, 1), frames=summary["frames"], passes=final.loops_started,
         fps=round(summary["frames"] / run_seconds, 2) if run_seconds > 0 else 0.0,
         warmup_end_s=warm.elapsed_s if warm is not None else None,
@@ -432,6 +445,8 @@ def build_report(settings: argparse.Namespace, backend: str, samples: list[Proce
                   "warm": warm.open_fds if warm else running.open_fds, "end": final.open_fds,
                   "after_stop": after.open_fds},
         dropped=summary["dropped"], decode_error=summary["decode_error"], interrupted=interrupted,
+        latency_ms={key: round(value, 1) for key, value in summary["latency"].items()},
+        queue_max_depth=summary["queue_max_depth"],
         output_bytes=output.bytes_written, stages=summary["stages"],
         samples=[asdict(s) for s in samples],
     )
@@ -446,7 +461,8 @@ def print_report(report: SoakReport) -> None:
 
     console = Console(stderr=True)
     table = Table(title=f"soak: {Path(report.video).name} · {report.backend}/{report.precision} · "
-                        f"det every {report.det_interval} · sink {report.sink}")
+                        f"det every {report.det_interval} · sink {report.sink}"
+                        + (f" · live at {report.live_fps:g} fps" if report.live_fps else ""))
     table.add_column("figure")
     table.add_column("value", justify="right")
     growth = "n/a (run ended before warm-up)" if report.rss_growth_pct is None else f"{report.rss_growth_pct:+.2f} %"
@@ -465,6 +481,9 @@ def print_report(report: SoakReport) -> None:
         ("open fds: before / running / warm / end / after stop", " / ".join(map(str, report.open_fds.values()))),
         ("OS threads: before / running / warm / end / after stop", " / ".join(map(str, report.threads.values()))),
         ("dropped frames", str(report.dropped)),
+        ("latency decode → sinks, recent frames: p50 / p95 / max",
+         " / ".join(f"{report.latency_ms[key]:.0f}" for key in ("p50_ms", "p95_ms", "max_ms")) + " ms"),
+        ("deepest queue: decoded / to pose / posed", " / ".join(map(str, report.queue_max_depth.values()))),
         ("output written (rotated away included)", f"{report.output_bytes / 1e6:.1f} MB"),
     ]
     if report.decode_error:
@@ -490,7 +509,9 @@ def run_soak(settings: argparse.Namespace) -> SoakReport:
         raise ConfigError(f"--minutes {settings.minutes:g}: must be positive")
     if settings.sample_s <= 0:
         raise ConfigError(f"--sample-s {settings.sample_s:g}: must be positive")
-    source = LoopedVideoSource(settings.video)
+    if settings.live_fps is not None and settings.live_fps <= 0:
+        raise ConfigError(f"--live-fps {settings.live_fps:g}: must be positive")
+    source = LoopedVideoSource(settings.video, live_fps=settings.live_fps)
     pipeline = create_pipeline(settings.pipeline, backend=settings.backend, precision=settings.precision)
     folder, temporary = prepare_output_folder(settings.out_dir)
     output = RotatingOutput(settings.sink, folder, source, keep=settings.keep)
@@ -547,6 +568,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--precision", default=None,
                         help="f32 or bf16 for both models (OpenVINO; default: the pipeline's own)")
     parser.add_argument("--det-interval", type=int, default=3, help="run the detector every k-th frame")
+    parser.add_argument("--live-fps", type=float, default=None,
+                        help="play the video as a live camera at this rate (drops when behind)")
     parser.add_argument("--sink", choices=SINK_KINDS, default="video",
                         help="per-pass output: H.264 video with skeletons, JSON Lines, or nothing")
     parser.add_argument("--out-dir", default=None,
