@@ -20,8 +20,9 @@ models have run, the encoder is open and the allocator has its working set. Grow
 is printed too, to tell a steady leak (the slope stays up) from a step that settled. Steps are
 expected: the OpenVINO backend compiles one static shape per batch size that becomes common (at
 most eight per model, the least recently used one evicted), so memory and threads step up when
-a crowd size first becomes common, even in the second pass, then stay flat. Exit status: 0 within target, 1 over it, 2 bad input or a decode error, 3 when
-the run ended before warm-up did (no growth figure), 130 on Ctrl-C.
+a crowd size first becomes common, even in the second pass, then stay flat. Exit status: 0
+within target, 1 over it, 2 bad input or a decode error, 3 when the run ended before warm-up
+did (no growth figure), 130 on Ctrl-C.
 
 Run it (Linux only: it reads ``/proc/self``) from the repository root::
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from streampose.graph.chunks import Chunk, PersonPacker, FrameSplitter
+from streampose.graph.chunks import Chunk, FrameSplitter, PersonPacker
 from streampose.graph.persons import Person, PersonFinisher, PersonPlanner, PoseRequest
 from streampose.graph.queues import Closed, StageQueue
 from streampose.graph.stats import LatencyTracker, StageStats
