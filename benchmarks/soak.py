@@ -57,6 +57,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from streampose import create_pipeline
+from streampose.bench import paced
 from streampose.config import STREAM_PRESET
 from streampose.errors import ConfigError, StreamposeError
 from streampose.graph.api import frame_record
@@ -135,10 +136,13 @@ class LoopedVideoSource(FrameSource):
         return bisect.bisect_right(self.loop_starts, index) - 1
 
     def _frames(self) -> Iterator[Frame]:
+        frames = self._looped_frames()
+        return paced(frames, self.live_fps) if self.live_fps else frames
+
+    def _looped_frames(self) -> Iterator[Frame]:
         index = 0
         clock_offset = 0.0
         period = 1.0 / self._fps if self._fps else 0.0
-        started = time.perf_counter()
         while not self.stop_requested:
             with self._open_pass() as one_pass:
                 first_index = index
@@ -149,10 +153,6 @@ class LoopedVideoSource(FrameSource):
                     pts = None if frame.pts is None else clock_offset + frame.pts
                     last_pts = pts
                     self.stats.frames_read += 1
-                    if self.live_fps:
-                        delay = started + index / self.live_fps - time.perf_counter()
-                        if delay > 0:
-                            time.sleep(delay)
                     yield Frame(self.source_id, index, pts, frame.image)
                     index += 1
                     if self.stop_requested:

@@ -17,11 +17,14 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -125,6 +128,17 @@ def compare_with_reference(boxes_per_frame: list[np.ndarray], reference_path: st
     }
 
 
+def paced(frames: Iterable[T], fps: float) -> Iterator[T]:
+    """``frames`` no faster than ``fps``, on a fixed clock: a late frame does not delay the next."""
+    period = 1.0 / fps
+    started = time.perf_counter()
+    for count, frame in enumerate(frames):
+        delay = started + count * period - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        yield frame
+
+
 class PacedFileSource:
     """A video file played at a fixed rate and marked live: a camera stand-in with people in it.
 
@@ -139,13 +153,7 @@ class PacedFileSource:
             is_live = True
 
             def _frames(self):
-                period = 1.0 / fps
-                started = time.perf_counter()
-                for count, frame in enumerate(super()._frames()):
-                    delay = started + count * period - time.perf_counter()
-                    if delay > 0:
-                        time.sleep(delay)
-                    yield frame
+                return paced(super()._frames(), fps)
 
         return _Paced(path)
 
