@@ -471,6 +471,7 @@ def test_openvino_compiles_only_batch_sizes_that_are_common_lately(tinypose, cro
             session.run({"image": crops[:2]})
         heatmaps, _ = session.run({"image": crops[:3]})
     _wait_for_compiles(session)
+    assert session.failed_static == {}
     assert 3 not in session._compiling and set(session._static) == {2}  # 5 of 50 calls, 10 apart
     assert np.abs(heatmaps - tinypose_reference[0][:3]).max() < 1e-3
     for _ in range(2):  # now three of the last twenty: batch 3 is worth its own model

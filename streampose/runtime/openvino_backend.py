@@ -26,6 +26,7 @@ import collections
 import contextlib
 import itertools
 import json
+import logging
 import os
 import threading
 from dataclasses import dataclass
@@ -71,6 +72,7 @@ _EVICT_AFTER_IDLE_CALLS = 250
 # sets it back afterwards. Two such compiles at once restore each other's "C" and the process
 # stays in C (Python's text I/O then defaults to ASCII), so compiles with a cache take turns.
 _CACHED_COMPILE_LOCK = threading.Lock()
+_log = logging.getLogger("streampose.runtime")
 
 
 @dataclass(frozen=True)
@@ -182,7 +184,8 @@ class OpenVinoSession:
         self.max_static_models = _MAX_STATIC_MODELS
         self.evict_after_idle_calls = _EVICT_AFTER_IDLE_CALLS
         self._compiling: set[int] = set()
-        self._uncompilable: set[int] = set()  # sizes whose static compile failed: dynamic for good
+        # Sizes whose static compile failed, with the reason: they stay on the dynamic model.
+        self.failed_static: dict[int, str] = {}
         self._recent: collections.deque[int] = collections.deque(maxlen=_RECENT_CALLS)  # batch sizes
         self._dynamic = self._compile(None)
         # Idle requests per compiled model (keyed by batch size, None: the dynamic model). A
@@ -221,7 +224,7 @@ class OpenVinoSession:
             compiled = self._static.pop(batch, None)
             if compiled is not None:
                 self._static[batch] = compiled  # now the most recently used
-            elif (batch <= _STATIC_BATCH_LIMIT and batch not in self._compiling and batch not in self._uncompilable
+            elif (batch <= _STATIC_BATCH_LIMIT and batch not in self._compiling and batch not in self.failed_static
                     and self._recent.count(batch) >= _STATIC_AFTER_CALLS and self._make_room()):
                 self._compiling.add(batch)
                 # Not a daemon: a compile cut off by interpreter exit aborts the process in C++.
@@ -259,14 +262,17 @@ class OpenVinoSession:
     def _compile_static(self, batch: int) -> None:
         try:
             compiled = self._compile(batch)
-        except ModelError:
+        except ModelError as exc:
+            _log.warning("batch %d stays on the dynamic model: %s", batch, exc)
             with self._lock:
+                self.failed_static[batch] = str(exc)
                 self._compiling.discard(batch)
-                self._uncompilable.add(batch)
-            return  # the dynamic model keeps serving this size
+            return
+        # In this order, a look without the lock (a test waiting for compiles) never sees the size
+        # in neither place.
         with self._lock:
-            self._compiling.discard(batch)
             self._static[batch] = compiled
+            self._compiling.discard(batch)
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         prepared = {}
