@@ -311,7 +311,7 @@ def run_bench(settings: BenchSettings) -> dict:
         videos.append(make_variant(base, work / f"{base.stem}_1080p_crowd.mp4", (1920, 1080), True,
                                    settings.max_frames or 300))
     report: dict[str, Any] = {"backend": pipeline.backend, "det_interval": settings.det_interval,
-                              "cpu_count": os.cpu_count(), "videos": []}
+                              "cpu_count": os.cpu_count(), "precision": model_precisions(pipeline), "videos": []}
     for position, video in enumerate(videos):
         entry: dict[str, Any] = {"video": video.name}
         boxes: list[np.ndarray] | None = [] if settings.reference and position == 0 else None
@@ -341,6 +341,16 @@ def run_bench(settings: BenchSettings) -> dict:
     return report
 
 
+def model_precisions(pipeline) -> dict[str, str]:
+    """What each model really runs in; for ``auto``, how it was decided (timed or remembered)."""
+    found = {}
+    for role, session in (("detector", pipeline.detector.session), ("pose", pipeline.keypoint_model.session)):
+        precision = getattr(session, "precision", "f32")
+        choice = getattr(session, "precision_choice", None)
+        found[role] = f"{precision} (auto, {choice.how})" if choice is not None else precision
+    return found
+
+
 def print_report(report: dict) -> None:
     from rich.console import Console  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
@@ -348,6 +358,7 @@ def print_report(report: dict) -> None:
     console = Console(stderr=True, width=max(Console(stderr=True).width, 170))
     workers = report["videos"][0]["graph"].get("pose_workers", 1) if report["videos"] else 1
     table = Table(title=f"streampose bench · backend {report['backend']} · det-interval {report['det_interval']} · "
+                        f"detector {report['precision']['detector']}, pose {report['precision']['pose']} · "
                         f"{workers} pose workers (stage ms: per frame in each worker, detect per detector run)")
     for column in ("video", "fps", "warm fps", "naive fps", "PaddleX fps", "× naive", "× PaddleX", "persons/frame",
                    "decode", "detect", "track", "pose", "sink", "p50 ms", "p95 ms", "CPU %"):

@@ -40,7 +40,7 @@ def _add_runtime_flags(parser: argparse.ArgumentParser) -> None:
                         help="Paddle backend: turn oneDNN (MKLDNN) kernels off")
     parser.add_argument("--precision", default=None, choices=("auto", "f32", "bf16", "int8"),
                         help="OpenVINO inference precision for both models (default: the config's, else f32; "
-                             "auto: bf16 where the CPU has AMX, else f32; "
+                             "auto: bf16 where it is measured faster on this CPU, else f32; "
                              "int8 runs the copies `streampose models quantize` makes)")
     parser.add_argument("--engine", default=None, help=argparse.SUPPRESS)  # PaddleX 3.7 flag
     parser.add_argument("--use_hpip", action="store_true", help=argparse.SUPPRESS)

@@ -21,11 +21,12 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 KNOWN_PIPELINES = {
     PIPELINE_NAME: "human_keypoint_detection.yaml",
     # Same models and numbers, tuned for video: the detector's raw export (same weights, its
-    # OpenVINO IR runs 2.3x faster than the NMS graph's ONNX route) and bf16 pose (measured:
-    # same OKS AP, 20-30% faster). The default of `streampose run`.
+    # OpenVINO IR runs 2.3x faster than the NMS graph's ONNX route) and `auto` pose precision
+    # (bf16 where it is measured faster on the CPU: same OKS AP). The default of `streampose run`.
     STREAM_PRESET: "human_keypoint_detection_stream.yaml",
 }
-# auto: bf16 where the CPU has AMX, else f32; int8: the copy `streampose models quantize` made
+# auto: bf16 where it is measured faster on this CPU (runtime/precision_probe), else f32;
+# int8: the copy `streampose models quantize` made
 PRECISIONS = ("auto", "f32", "bf16", "int8")
 # PaddleX engines mapped to streampose backends.
 ENGINE_TO_BACKEND = {

@@ -10,7 +10,6 @@ import pytest
 from streampose.errors import DeviceError
 from streampose.models.folder import find_model_files
 from streampose.runtime import RuntimeOptions, parse_device, resolve_backend
-from streampose.runtime.devices import cpu_has_amx
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -71,27 +70,3 @@ def test_cli_gpu_without_gpu_fails_with_one_line(tmp_path, samples_dir):
     last = completed.stderr.strip().splitlines()[-1]
     assert last.startswith("streampose: error: device gpu:0:") and "Traceback" not in completed.stderr
     assert not (tmp_path / "out").exists()
-
-
-def _cpuinfo(tmp_path, flags: str):
-    path = tmp_path / "cpuinfo"
-    path.write_text(f"processor\t: 0\nmodel name\t: Xeon\nflags\t\t: fpu sse2 avx2 {flags}\n\n"
-                    f"processor\t: 1\nflags\t\t: fpu sse2 avx2 {flags}\n")
-    return path
-
-
-def test_amx_is_read_from_the_cpu_flags(tmp_path):
-    # avx512_bf16 alone is not AMX: OpenVINO's bf16 is slower than f32 there (measured).
-    assert cpu_has_amx.__wrapped__(_cpuinfo(tmp_path, "avx512_bf16 amx_tile amx_bf16 amx_int8")) is True
-    assert cpu_has_amx.__wrapped__(_cpuinfo(tmp_path, "avx512_bf16 avx512_fp16")) is False
-    assert cpu_has_amx.__wrapped__(tmp_path / "missing") is False
-
-
-def test_auto_precision_is_bf16_exactly_where_the_cpu_has_amx(monkeypatch):
-    import streampose.runtime.openvino_backend as openvino_backend  # noqa: PLC0415
-
-    for has_amx, expected in ((True, "bf16"), (False, "f32")):
-        monkeypatch.setattr(openvino_backend, "cpu_has_amx", lambda has_amx=has_amx: has_amx)
-        assert openvino_backend.precision_hint("auto") == expected
-    assert openvino_backend.precision_hint("f32") == "f32"
-    assert openvino_backend.precision_hint("bf16") == "bf16"  # an explicit choice is kept

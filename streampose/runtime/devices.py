@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
-from pathlib import Path
 
 from streampose.errors import DeviceError
-
-CPUINFO = Path("/proc/cpuinfo")
-
 
 @dataclass(frozen=True)
 class Device:
@@ -41,21 +36,3 @@ def parse_device(text: str | None) -> Device:
     if number < 0:
         raise DeviceError(f"device {text!r}: the GPU id must not be negative")
     return Device("gpu", number)
-
-
-@functools.lru_cache(maxsize=1)
-def cpu_has_amx(cpuinfo: Path = CPUINFO) -> bool:
-    """Whether the CPU has AMX bf16 tiles (Linux ``/proc/cpuinfo`` flag ``amx_bf16``).
-
-    Measured on two machines of this project's 2-core kind: with AMX, OpenVINO's bf16 runs
-    PP-TinyPose 20-30% faster than f32; with only AVX-512 bf16 (no AMX), bf16 is 5-15% *slower*
-    and the whole vtest run 15% slower. Unknown platforms answer False (f32, the safe choice).
-    """
-    try:
-        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return "amx_bf16" in line.split(":", 1)[-1].split()
-    return False

@@ -13,9 +13,10 @@ signature by rank, dtype and static dimensions; callers always see Paddle's name
 Channel shuffles (PP-TinyPose) are folded into the convolutions around them before compiling
 (:mod:`streampose.runtime.channel_shuffle`): same function, ~20% less time per pose call.
 
-Precision: on CPUs with AMX, OpenVINO defaults to bf16 (heatmaps move by ~1e-2);
+Precision: on CPUs with AMX, OpenVINO would default to bf16 (heatmaps move by ~1e-2);
 ``RuntimeOptions.precision`` picks ``f32`` (default, Paddle parity) or ``bf16`` explicitly,
-``auto`` (bf16 where the CPU has AMX, the only place it is faster; else f32), or
+``auto`` (whichever of the two is faster on this CPU, timed once and remembered:
+:mod:`streampose.runtime.precision_probe`), or
 ``int8``: the model's post-training-quantized copy that ``streampose models quantize`` wrote into
 the cache (:mod:`streampose.models.quantize`, found via :mod:`streampose.runtime.int8_cache`), same inputs and outputs as the float model.
 """
@@ -35,16 +36,17 @@ from pathlib import Path
 import numpy as np
 
 from streampose.errors import ConfigError, DeviceError, ModelError
-from streampose.runtime.onnx_export import MAX_BATCH_METADATA_KEY, cache_home, onnx_path_for
+from streampose.runtime.onnx_export import MAX_BATCH_METADATA_KEY, cache_home, content_hash, onnx_path_for
 from streampose.runtime.int8_cache import INT8, find_int8_model
 from streampose.runtime.split_nms import NmsSettings, split_nms
 from streampose.runtime.base import ModelFiles, RuntimeOptions
 from streampose.runtime.channel_shuffle import fold_channel_shuffles
-from streampose.runtime.devices import cpu_has_amx, parse_device
+from streampose.runtime.precision_probe import CACHE_FILE_NAME, PROBE_BATCH, PrecisionChoice, choose_float_precision
+from streampose.runtime.devices import parse_device
 from streampose.runtime.onnxruntime_backend import paddle_output_order, run_in_single_batches
 
 _PRECISION_HINTS = {"f32": "f32", "fp32": "f32", "bf16": "bf16"}
-# "auto": bf16 only where it is faster (AMX; see cpu_has_amx); same OKS AP either way (README).
+# "auto": bf16 only where it is measured faster (precision_probe); same OKS AP either way (README).
 AUTO = "auto"
 # What the ops an INT8 model keeps in float (first conv, heads, softmax-like tails) run in.
 _INT8_FLOAT_PART = "f32"
@@ -100,11 +102,12 @@ def _import_openvino():
     return openvino
 
 
-def precision_hint(precision: str) -> str:
-    """``RuntimeOptions.precision`` as OpenVINO's ``INFERENCE_PRECISION_HINT``."""
+def precision_hint(precision: str) -> str | None:
+    """``RuntimeOptions.precision`` as OpenVINO's ``INFERENCE_PRECISION_HINT``; None for ``auto``,
+    which is measured on the model (:func:`choose_float_precision`)."""
     name = str(precision).strip().lower()
     if name == AUTO:
-        return "bf16" if cpu_has_amx() else "f32"
+        return None
     hint = _INT8_FLOAT_PART if name == INT8 else _PRECISION_HINTS.get(name)
     if hint is None:
         raise ConfigError(f"precision {precision!r}: the openvino backend supports auto, f32, bf16 or int8")
@@ -141,9 +144,9 @@ class OpenVinoSession:
                 "use --backend onnxruntime (onnxruntime-gpu) for a GPU"
             )
         self.streams = max(1, int(options.streams))
+        hint = precision_hint(options.precision)
         config = {
             "PERFORMANCE_HINT": "LATENCY" if self.streams == 1 else "THROUGHPUT",
-            "INFERENCE_PRECISION_HINT": precision_hint(options.precision),
             # Measured: with pinning on, two compiled models of one thread each (the graph's
             # detector and pose) were both pinned to core 0 and ran one after the other.
             "ENABLE_CPU_PINNING": False,
@@ -173,6 +176,12 @@ class OpenVinoSession:
         self._input_is_float = {name: is_float[port] for name, port in self._input_ports.items()}
         if files.openvino_xml is not None:
             make_batch_dynamic(model, ov)
+        # How "auto" was resolved (None for an explicit precision): bench and logs report it.
+        self.precision_choice: PrecisionChoice | None = None
+        if hint is None:
+            self.precision_choice = self._choose_precision(core, model, files, source, options)
+            hint = self.precision_choice.precision
+        config["INFERENCE_PRECISION_HINT"] = hint
         self._core, self._model, self._config, self._source = core, model, config, source
         # Compiled models by batch size. OpenVINO's CPU plugin runs a static shape 25-40% faster
         # than a dynamic one (TinyPose batch 4: 11.0 vs 14.8 ms), so each batch size met often
@@ -197,6 +206,22 @@ class OpenVinoSession:
         # What really runs: "f32"/"bf16", or "int8+f32" (int8 ops, the rest in f32).
         compiled = _type_name(self._compiled_precision)
         self.precision = f"{INT8}+{compiled}" if int8 else compiled
+
+    def _choose_precision(self, core, model, files: ModelFiles, source: Path,
+                          options: RuntimeOptions) -> PrecisionChoice:
+        """Resolve ``auto`` for this model; any failure of the probe leaves f32, said in the log."""
+        batch = min(PROBE_BATCH, self.max_batch or PROBE_BATCH)
+        cache_file = None if options.extra.get("precision_cache") is False else cache_home() / CACHE_FILE_NAME
+        try:
+            static = model.clone()
+            static.reshape({port: _with_batch(port.get_partial_shape(), batch) for port in static.inputs})
+            weights = source.with_suffix(".bin")
+            key = content_hash([source, weights] if weights.exists() else [source],
+                               f"folded={self.folded is not None};batch={batch}")
+            return choose_float_precision(core, static, key, cache_file, label=str(files.model_dir))
+        except Exception as exc:  # noqa: BLE001 - the probe is an optimisation: never fatal
+            _log.warning("precision auto: %s could not be timed (%s); using f32", source, _first_line(exc))
+            return PrecisionChoice("f32", f"probe failed: {_first_line(exc)}")
 
     def _compile(self, batch: int | None):
         model = self._model
