@@ -86,3 +86,8 @@ def test_bench_cli_reports_consistent_figures_and_paddlex_agreement(model_home, 
     assert cost["ms_per_extra_person"] == pytest.approx((cost["pose_ms_8"] - cost["pose_ms_1"]) / 7)
     assert report["live"]["frames"] + report["live"]["dropped"] <= CLIP_FRAMES
     assert "vs PaddleX's own output" in done.stderr
+    # The stream preset's detector is f32 as configured; its pose model says how `auto` chose.
+    assert report["precision"]["detector"] == "f32"
+    pose_precision = report["precision"]["pose"]
+    assert pose_precision.split(" ")[0] in ("f32", "bf16") and " (auto, " in pose_precision
+    assert f"pose {pose_precision}" in " ".join(done.stderr.split())
