@@ -75,7 +75,10 @@ def test_bench_cli_reports_consistent_figures_and_paddlex_agreement(model_home, 
     assert graph["fps"] == pytest.approx(graph["frames"] / graph["seconds"])
     assert entry["graph_warm"]["frames"] == CLIP_FRAMES  # the warm second run covers the same clip
     stages = {stage["stage"]: stage["items"] for stage in graph["stages"]}
-    assert stages["pose"] == stages["sink"] == CLIP_FRAMES
+    assert stages["pose"] == stages["sink"] == stages["render"] == stages["encode"] == CLIP_FRAMES
+    # Render and encode are parts of the sink stage: together they cannot take longer than it.
+    mean_ms = {stage["stage"]: stage["mean_ms"] for stage in graph["stages"]}
+    assert 0 < mean_ms["render"] + mean_ms["encode"] <= mean_ms["sink"]
     assert 0 < stages["detect"] <= CLIP_FRAMES
     # The re-encoded clip is the start of vtest.avi: the graph finds PaddleX's persons.
     reference = report["reference"]

@@ -13,6 +13,7 @@ from typing import Any
 
 from streampose.errors import InputError
 from streampose.graph.runner import END, FrameOutput, StreamGraph, StreamSettings, persons_to_json
+from streampose.graph.stats import StageStats
 from streampose.results import KptResult
 from streampose.sources import open_source
 from streampose.sources.base import FrameSource
@@ -108,7 +109,8 @@ class RunOutputs:
 
 
 def build_sinks(graph_holder: dict, source: FrameSource, outputs: RunOutputs, draw_for_others: bool = False):
-    """Sinks (render, encode, JSON Lines, window) and their finishers, opened before the run."""
+    """Sinks (render, encode, JSON Lines, window) and their finishers, opened before the run,
+    with the render and encode timings of the sink stage."""
     from streampose.render import SkeletonAnnotator, draw_hud  # noqa: PLC0415
     from streampose.sinks.jsonl import JsonLinesWriter  # noqa: PLC0415
     from streampose.sinks.screen import ScreenWindow  # noqa: PLC0415
@@ -121,6 +123,8 @@ def build_sinks(graph_holder: dict, source: FrameSource, outputs: RunOutputs, dr
     annotator = SkeletonAnnotator()
     needs_image = outputs.output is not None or window is not None or draw_for_others
     fps_clock = {"last": time.perf_counter(), "fps": 0.0}
+    # The sink stage's two costs, reported on their own: drawing, and colour conversion + encoding.
+    parts = {"render": StageStats("render"), "encode": StageStats("encode")}
 
     def sink(output: FrameOutput) -> None:
         if "json" in writers:
@@ -128,6 +132,7 @@ def build_sinks(graph_holder: dict, source: FrameSource, outputs: RunOutputs, dr
         if not needs_image:
             return
         image = output.frame.image
+        started = time.perf_counter()
         annotator.annotate(image, output.persons)
         if outputs.hud:
             now = time.perf_counter()
@@ -138,12 +143,15 @@ def build_sinks(graph_holder: dict, source: FrameSource, outputs: RunOutputs, dr
             drops = graph.dropped if graph is not None else 0
             draw_hud(image, [f"{fps_clock['fps']:.1f} fps", f"{len(output.persons)} persons",
                              f"frame {output.frame.index}" + (f"  drops {drops}" if drops else "")])
+        drawn = time.perf_counter()
+        parts["render"].record(drawn - started)
         if outputs.output is not None:
             if "video" not in writers:
                 height, width = image.shape[:2]
                 rate = source.stream_info.rate or source.fps or 25
                 writers["video"] = VideoWriter(outputs.output, rate, (width, height), preset=outputs.preset)
             writers["video"].write(image, output.frame.pts)
+            parts["encode"].record(time.perf_counter() - drawn)
         if window is not None and not window.show(image):
             graph = graph_holder.get("graph")
             if graph is not None:
@@ -158,7 +166,7 @@ def build_sinks(graph_holder: dict, source: FrameSource, outputs: RunOutputs, dr
         if window is not None:
             window.close()
 
-    return sink, finish, writers
+    return sink, finish, writers, parts
 
 
 def run_stream(pipeline: Any, source_spec: Any, settings: StreamSettings, outputs: RunOutputs,
@@ -172,7 +180,7 @@ def run_stream(pipeline: Any, source_spec: Any, settings: StreamSettings, output
     source = _as_source(source_spec, **(source_options or {}))
     holder: dict = {}
     extra_sinks = list(extra_sinks or [])
-    sink, finish, writers = build_sinks(holder, source, outputs, draw_for_others=bool(extra_sinks))
+    sink, finish, writers, sink_parts = build_sinks(holder, source, outputs, draw_for_others=bool(extra_sinks))
     state = {"failed": False}
     graph = StreamGraph(source, pipeline.detector, pipeline.keypoint_model, settings, [sink, *extra_sinks],
                         finishers=[lambda: finish(state["failed"] or graph.error is not None)])
@@ -194,6 +202,8 @@ def run_stream(pipeline: Any, source_spec: Any, settings: StreamSettings, output
             display.stop()
         source.close()
     summary = graph.summary()
+    # Parts of the sink stage (its ms include them), listed only when the run drew or encoded.
+    summary["stages"] += [part.summary() for part in sink_parts.values() if part.items]
     summary["seconds"] = time.perf_counter() - started
     summary["fps"] = summary["frames"] / summary["seconds"] if summary["seconds"] > 0 else 0.0
     summary["interrupted"] = interrupted
