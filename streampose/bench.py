@@ -369,7 +369,7 @@ def print_report(report: dict) -> None:
     from rich.console import Console  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
 
-    console = Console(stderr=True, width=max(Console(stderr=True).width, 170))
+    console = Console(stderr=True, width=max(Console(stderr=True).width, 210))
     workers = report["videos"][0]["graph"].get("pose_workers", 1) if report["videos"] else 1
     table = Table(title=f"streampose bench · backend {report['backend']} · det-interval {report['det_interval']} · "
                         f"detector {report['precision']['detector']}, pose {report['precision']['pose']} · "
