@@ -140,3 +140,4 @@ def test_explicit_precisions_are_not_timed(tinypose, cache_home, monkeypatch):
     assert session.precision == "f32" and session.precision_choice is None
     assert openvino_backend.precision_hint("auto") is None
     assert openvino_backend.precision_hint("FP32") == "f32"
+    assert openvino_backend.precision_hint("bf16") == "bf16"  # an explicit choice is kept

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from streampose.errors import DeviceError
 
+
 @dataclass(frozen=True)
 class Device:
     kind: str  # "cpu" | "gpu"
