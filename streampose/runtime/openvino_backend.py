@@ -212,13 +212,16 @@ class OpenVinoSession:
         """Resolve ``auto`` for this model; any failure of the probe leaves f32, said in the log."""
         batch = min(PROBE_BATCH, self.max_batch or PROBE_BATCH)
         cache_file = None if options.extra.get("precision_cache") is False else cache_home() / CACHE_FILE_NAME
-        try:
+        def make_static():
             static = model.clone()
             static.reshape({port: _with_batch(port.get_partial_shape(), batch) for port in static.inputs})
+            return static
+
+        try:
             weights = source.with_suffix(".bin")
             key = content_hash([source, weights] if weights.exists() else [source],
                                f"folded={self.folded is not None};batch={batch}")
-            return choose_float_precision(core, static, key, cache_file, label=str(files.model_dir))
+            return choose_float_precision(core, make_static, key, cache_file, label=str(files.model_dir))
         except Exception as exc:  # noqa: BLE001 - the probe is an optimisation: never fatal
             _log.warning("precision auto: %s could not be timed (%s); using f32", source, _first_line(exc))
             return PrecisionChoice("f32", f"probe failed: {_first_line(exc)}")

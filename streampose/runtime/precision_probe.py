@@ -18,8 +18,10 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -49,12 +51,12 @@ class PrecisionChoice:
         return f"{self.precision} ({self.how}{': ' + times if times else ''})"
 
 
-def choose_float_precision(core, static_model, source_key: str, cache_file: Path | None,
-                           label: str = "the model") -> PrecisionChoice:
+def choose_float_precision(core, make_static_model: Callable[[], Any], source_key: str,
+                           cache_file: Path | None, label: str = "the model") -> PrecisionChoice:
     """f32 or bf16 for a model on this CPU: from the cache file, else by timing both.
 
-    ``static_model`` is the model with every input size fixed (the probe's batch included);
-    ``source_key`` names its content (a hash of its files): the answer depends on the network's
+    ``make_static_model`` gives the model with every input size fixed (the probe's batch
+    included), called only when there is something to time; ``source_key`` names its content (a hash of its files): the answer depends on the network's
     shapes as well as on the CPU. ``cache_file`` None measures every time. ``label`` names the
     model in the one line said on stderr while it is timed (a pause of 1-3 s, once).
     """
@@ -66,6 +68,7 @@ def choose_float_precision(core, static_model, source_key: str, cache_file: Path
     cached = _read_cache(cache_file).get(key)
     if isinstance(cached, dict) and cached.get("precision") in ("f32", "bf16"):
         return PrecisionChoice(cached["precision"], "cached", dict(cached.get("ms", {})))
+    static_model = make_static_model()
     inputs = _probe_inputs(static_model)
     if inputs is None:
         return PrecisionChoice("f32", "the model's input sizes are not fixed")
