@@ -56,9 +56,10 @@ def choose_float_precision(core, make_static_model: Callable[[], Any], source_ke
     """f32 or bf16 for a model on this CPU: from the cache file, else by timing both.
 
     ``make_static_model`` gives the model with every input size fixed (the probe's batch
-    included), called only when there is something to time; ``source_key`` names its content (a hash of its files): the answer depends on the network's
-    shapes as well as on the CPU. ``cache_file`` None measures every time. ``label`` names the
-    model in the one line said on stderr while it is timed (a pause of 1-3 s, once).
+    included), called only when there is something to time; ``source_key`` names its content
+    (a hash of its files): the answer depends on the network's shapes as well as on the CPU.
+    ``cache_file`` None measures every time. ``label`` names the model in the one line said on
+    stderr while it is timed (a pause of 1-3 s, once).
     """
     capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     if "BF16" not in capabilities:
