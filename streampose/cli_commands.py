@@ -49,8 +49,8 @@ def register_commands(commands: argparse._SubParsersAction,
     run.add_argument("--no-hud", dest="hud", action="store_false", help="no fps/persons panel on the video")
     run.add_argument("--preset", default=None,
                      choices=("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"),
-                     help="x264 preset of --output (default veryfast with subme=1: 20-25%% less CPU than "
-                          "plain veryfast for a 0.6%% larger file; ultrafast saves more for a ~3x larger file)")
+                     help="x264 preset of --output (default veryfast with subme=1 and me=dia: ~30%% less CPU than "
+                          "plain veryfast for a ~1%% larger file; ultrafast saves more for a ~3x larger file)")
     run.add_argument("--summary-json", default=None, help="write the end summary (stage stats) as JSON")
     add_runtime_flags(run)
     add_live_view_flag(run)
