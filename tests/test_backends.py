@@ -507,6 +507,37 @@ def test_openvino_keeps_a_bounded_set_of_static_models_evicting_the_least_recent
     assert list(session._static) == [4, 3]
 
 
+def test_openvino_preload_compiles_and_warms_sizes_before_the_first_call(tinypose, crops, tinypose_reference):
+    """A live source's shapes are compiled before its first frame, each with a request that has
+    already run once (a compiled model's first run is ~10x slower), and calls use them at once."""
+    session = OpenVinoSession(tinypose, RuntimeOptions(backend="openvino", precision="f32"))
+    assert session.preload([1, 2, 2, 0, 99]) == [1, 2]  # duplicates, 0 and over the limit skipped
+    assert set(session._static) == {1, 2} and not session._compiling
+    assert [len(session._idle[size]) for size in (1, 2)] == [1, 1]  # the warmed-up requests
+    assert session.preload([2, 1]) == []  # already there: nothing to do
+    warmed = session._idle[2][0]
+    heatmaps, _ = session.run({"image": crops[:2]})  # the first call: static model, warm request
+    assert session._idle[2] == [warmed] and session._idle[None] and len(session._idle) == 3
+    assert np.abs(heatmaps - tinypose_reference[0][:2]).max() < 1e-3
+    session.max_static_models = 3
+    assert session.preload([3, 4, 5]) == [3]  # the session's bound of static models holds
+
+
+def test_openvino_releases_preloaded_sizes_that_no_call_used(tinypose, crops):
+    """A preload is a guess at the crowd: a size still unused after a while gives its memory back."""
+    session = OpenVinoSession(tinypose, RuntimeOptions(backend="openvino", precision="f32"))
+    session.evict_after_idle_calls = 5
+    assert session.preload([1, 3]) == [1, 3]
+    for _ in range(5):
+        session.run({"image": crops[:1]})
+    assert set(session._static) == {1, 3}  # not yet: 5 calls, not more
+    session.run({"image": crops[:1]})
+    assert set(session._static) == {1} and 3 not in session._idle
+    for _ in range(10):  # the used size stays; nothing is left to release
+        session.run({"image": crops[:1]})
+    assert set(session._static) == {1} and not session._preloaded_unused
+
+
 def test_openvino_keeps_compiled_models_in_the_user_cache_and_answers_the_same_from_it(
         tinypose, crops, tinypose_reference, tmp_path, monkeypatch):
     """Compiling PP-TinyPose costs ~1.2 s of CPU; a later process loads it back from the cache."""

@@ -377,6 +377,62 @@ def test_files_pose_fixed_size_calls_across_frames_with_the_same_results(pipelin
     assert wait_for_no_graph_threads() == []
 
 
+def test_a_live_source_is_read_only_once_the_shapes_of_its_frames_are_compiled(model_home, clip):
+    """Compiled on demand, a camera's first seconds met a compile per new size (latency spikes,
+    drops); a live graph compiles the detector's size and the first pose sizes before its first
+    read.
+    A file compiles nothing ahead: its calls are all of one size, compiled as it goes."""
+    from streampose import create_pipeline  # noqa: PLC0415
+
+    fresh = create_pipeline("human_keypoint_detection", backend="openvino")
+    compiled_at_first_read = []
+
+    def watched(live: bool) -> VideoFileSource:
+        class Watched(VideoFileSource):
+            is_live = live
+
+            def _frames(self):
+                compiled_at_first_read.append((sorted(fresh.detector.session._static),
+                                               sorted(fresh.keypoint_model.session._static)))
+                yield from itertools.islice(super()._frames(), 4)
+
+        return Watched(clip)
+
+    settings = StreamSettings(det_interval=1, det_threshold=fresh.det_threshold)
+    for live in (False, True):
+        found = []
+        source = watched(live)
+        graph = StreamGraph(source, fresh.detector, fresh.keypoint_model, settings, [found.append])
+        graph.run()
+        source.close()
+        # Unpaced, a live source outruns the graph and its oldest frames are dropped (counted).
+        assert found and len(found) + graph.dropped == 4 and all(output.persons for output in found)
+    (file_detector, file_pose), (live_detector, live_pose) = compiled_at_first_read
+    assert file_detector == [] and file_pose == []
+    assert live_detector == [1] and live_pose == [1, 2, 3, 4]  # one pose worker: crowds up to 4
+
+
+def test_a_camera_named_by_the_user_is_opened_only_after_the_models_are_prepared(model_home, monkeypatch):
+    """A camera opened before a 1-3 s compile would stream into a buffer meanwhile, and its first
+    frames would come stale: run_stream prepares first, then opens the live source."""
+    import streampose.graph.api as api  # noqa: PLC0415
+    from streampose import create_pipeline  # noqa: PLC0415
+
+    fresh = create_pipeline("human_keypoint_detection", backend="openvino")
+    compiled_at_open = []
+
+    def recording_open(spec, **options):
+        compiled_at_open.append(sorted(fresh.keypoint_model.session._static))
+        return open_source(spec, **options)
+
+    monkeypatch.setattr(api, "open_source", recording_open)
+    settings = StreamSettings(det_threshold=fresh.det_threshold)
+    summary = run_stream(fresh, "lavfi:testsrc2=size=160x120:rate=25:duration=0.2", settings,
+                         RunOutputs(None, None, False, False), progress=False)
+    assert summary["frames"] + summary["dropped"] == 5
+    assert compiled_at_open == [[1, 2, 3, 4]]
+
+
 def test_live_frames_share_their_persons_over_both_pose_workers_with_the_same_results(pipeline, clip):
     """A live frame is posed at once, its persons split over the calls that run side by side
     (its latency is then the longer half, not the whole): same persons and keypoints as a file."""

@@ -18,6 +18,7 @@ from streampose.sources import (
     LavfiSource,
     VideoFileSource,
     list_video_files,
+    names_live_source,
     open_source,
 )
 from streampose.sources.base import redact_url
@@ -188,6 +189,18 @@ def test_lavfi_source_paced_like_a_camera():
     assert [frame.pts for frame in frames] == pytest.approx([i / 25 for i in range(10)])
     assert elapsed >= 9 / 25 * 0.9  # real-time pacing, not as fast as the CPU can draw
     assert digest(frames[0].image) != digest(frames[5].image)
+
+
+def test_names_live_source_tells_cameras_and_streams_from_files_without_opening_them(vtest, samples_dir):
+    """The graph prepares its models before a camera starts streaming, so it must know a live
+    input from its name; the answer must agree with what open_source then opens."""
+    live = [0, 3, "0", " 1 ", "/dev/video0", "lavfi:testsrc2=size=64x48", "rtsp://cam/1", "RTSPS://cam/1"]
+    not_live = [True, "", "video.mp4", "http://host/video.mp4", "photos/", "frames_*.jpg", 2.5, None]
+    assert [names_live_source(spec) for spec in live] == [True] * len(live)
+    assert [names_live_source(spec) for spec in not_live] == [False] * len(not_live)
+    for spec in ("lavfi:testsrc2=size=64x48:rate=50", vtest, str(vtest), samples_dir):
+        with open_source(spec) as source:
+            assert source.is_live == names_live_source(spec), spec
 
 
 def test_lavfi_with_a_duration_ends_like_a_file():

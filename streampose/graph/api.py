@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from streampose.errors import InputError
-from streampose.graph.runner import END, FrameOutput, StreamGraph, StreamSettings, persons_to_json
+from streampose.graph.runner import (
+    END, FrameOutput, StreamGraph, StreamSettings, persons_to_json, pose_workers_for, prepare_for_live)
 from streampose.graph.stats import StageStats
 from streampose.results import KptResult
-from streampose.sources import open_source
+from streampose.sources import names_live_source, open_source
 from streampose.sources.base import FrameSource
 
 
@@ -57,11 +58,22 @@ def _as_source(source: Any, **options: Any) -> FrameSource:
     return source if isinstance(source, FrameSource) else open_source(source, **options)
 
 
+def _open_prepared(pipeline: Any, source: Any, settings: StreamSettings, **options: Any) -> FrameSource:
+    """The source, opened; a camera or stream only once the models are prepared for it, so it
+    does not stream into a buffer while shapes compile (its first frames would come stale)."""
+    if not isinstance(source, FrameSource) and names_live_source(source):
+        prepare_for_live(pipeline.detector, pipeline.keypoint_model,
+                         pose_workers_for(settings, pipeline.keypoint_model))
+    return _as_source(source, **options)
+
+
 def stream_results(pipeline: Any, source: Any, *, det_interval: int = 3, smooth: bool = False,
                    det_threshold: float | None = None, queue_size: int = 4,
                    **source_options: Any) -> Iterator[StreamResult]:
     """Yield a :class:`StreamResult` per frame; closing the generator stops the graph."""
-    frame_source = _as_source(source, **source_options)
+    settings = StreamSettings(det_interval=det_interval, smooth=smooth, queue_size=queue_size,
+                              det_threshold=det_threshold if det_threshold is not None else pipeline.det_threshold)
+    frame_source = _open_prepared(pipeline, source, settings, **source_options)
     results: queue.Queue = queue.Queue(maxsize=max(2, queue_size))
     stop = threading.Event()
 
@@ -74,8 +86,6 @@ def stream_results(pipeline: Any, source: Any, *, det_interval: int = 3, smooth:
             except queue.Full:
                 continue
 
-    settings = StreamSettings(det_interval=det_interval, smooth=smooth, queue_size=queue_size,
-                              det_threshold=det_threshold if det_threshold is not None else pipeline.det_threshold)
     graph = StreamGraph(frame_source, pipeline.detector, pipeline.keypoint_model, settings, [deliver],
                         finishers=[lambda: results.put(END)])
     graph.start()
@@ -177,7 +187,7 @@ def run_stream(pipeline: Any, source_spec: Any, settings: StreamSettings, output
     Outputs are finished (renamed into place) when the input ends, is interrupted, or is
     truncated; a failure inside the graph aborts them so nothing half-written looks complete.
     """
-    source = _as_source(source_spec, **(source_options or {}))
+    source = _open_prepared(pipeline, source_spec, settings, **(source_options or {}))
     holder: dict = {}
     extra_sinks = list(extra_sinks or [])
     sink, finish, writers, sink_parts = build_sinks(holder, source, outputs, draw_for_others=bool(extra_sinks))

@@ -35,6 +35,11 @@ from streampose.sources.base import Frame, FrameSource
 from streampose.tracking import TrackerConfig
 
 END = object()  # end-of-input marker, passed through every queue
+# Live sources: the pose-call sizes of crowds up to this many persons are compiled before the
+# first frame, at most LIVE_PRELOAD_SIZES of them (the backend's ``preload``: 0.3 s and ~65 MB
+# a size from the compile cache): 1-4 for two pose workers, crowds up to 4 for one.
+LIVE_PRELOAD_PERSONS = 8
+LIVE_PRELOAD_SIZES = 4
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,28 @@ def _joined(parts: list[PoseBatch]) -> PoseBatch:
                      np.concatenate([part.scores for part in parts]))
 
 
+def pose_workers_for(settings: StreamSettings, keypoint_model: KeypointModel) -> int:
+    """Pose calls in flight at once: the settings' count, else the pose model's streams."""
+    return max(1, int(settings.pose_workers or keypoint_model.streams))
+
+
+def prepare_for_live(detector: Detector, keypoint_model: KeypointModel, pose_workers: int) -> None:
+    """Compile the model shapes a live frame uses before the first one arrives.
+
+    A live frame runs the detector alone and shares its persons out over the pose workers, so
+    the sizes are 1 for the detector and 1..ceil(LIVE_PRELOAD_PERSONS / workers) for pose, at
+    most LIVE_PRELOAD_SIZES of them. Done
+    on demand instead, the compiles compete with the first seconds of posing (latency spikes
+    and drops); bigger crowds still compile their sizes on demand. Backends without static
+    shapes to compile (no ``preload``) are left alone; repeated calls cost nothing.
+    """
+    largest = min(LIVE_PRELOAD_SIZES, -(-LIVE_PRELOAD_PERSONS // max(1, pose_workers)))
+    for model, sizes in ((detector, [1]), (keypoint_model, range(1, largest + 1))):
+        preload = getattr(getattr(model, "session", None), "preload", None)
+        if preload is not None:
+            preload(sizes)
+
+
 class StreamGraph:
     """One source through the models into any number of sinks (callables on :class:`FrameOutput`)."""
 
@@ -101,7 +128,7 @@ class StreamGraph:
         self.stop_event = threading.Event()
         live = bool(source.is_live)
         size = settings.queue_size
-        self.pose_workers = max(1, int(settings.pose_workers or keypoint_model.streams))
+        self.pose_workers = pose_workers_for(settings, keypoint_model)
         # Live: only the decoder's queue may hold a backlog (it drops the oldest); later queues
         # stay minimal, so a frame waits behind as few others as possible.
         inner = min(size, 1) if live else size
@@ -133,6 +160,8 @@ class StreamGraph:
         return self.decoded.dropped + int(getattr(self.source.stats, "dropped", 0))
 
     def start(self) -> None:
+        if self.source.is_live:
+            prepare_for_live(self.detector, self.keypoint_model, self.pose_workers)
         stages: list[tuple[str, Callable[[], None]]] = [("decode", self._decode_loop), ("track", self._track_loop)]
         stages += [(f"pose-{slot}", lambda slot=slot: self._pose_loop(slot)) for slot in range(self.pose_workers)]
         stages.append(("sink", self._sink_loop))

@@ -88,6 +88,20 @@ def open_source(spec: str | int | os.PathLike[str], *, fps: float | None = None,
     return VideoFileSource(path, **options)
 
 
+def names_live_source(spec: object) -> bool:
+    """Whether :func:`open_source` would open ``spec`` as a live source (webcam, RTSP, lavfi),
+    decided without opening it: the graph prepares its models before a camera starts streaming."""
+    if isinstance(spec, bool):
+        return False
+    if isinstance(spec, int):
+        return True
+    if not isinstance(spec, (str, os.PathLike)):
+        return False
+    text = os.fspath(spec).strip()
+    lowered = text.lower()
+    return bool(text) and (text.isdigit() or lowered.startswith(("/dev/video", LAVFI_PREFIX, *RTSP_SCHEMES)))
+
+
 def list_video_files(folder: str | os.PathLike[str], *, recursive: bool = False) -> list[Path]:
     """Video files in ``folder`` (by extension), sorted by path, for batch processing."""
     root = Path(folder)
@@ -123,5 +137,6 @@ __all__ = [
     "VideoFileSource",
     "WebcamSource",
     "list_video_files",
+    "names_live_source",
     "open_source",
 ]
