@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 
-from streampose.bench import compare_with_reference
+from streampose.bench import PADDLEX_WARMUP_FRAMES, compare_with_reference, paddlex_frame_plan
 from test_graph import write_vtest_clip
 
 CLIP_FRAMES = 40
@@ -56,6 +56,26 @@ def test_missing_and_shifted_persons_lower_recall_and_precision_by_their_share(r
     first = compare_with_reference(moved, reference_dir / "vtest.avi.json")
     persons = len(moved[0])
     assert first["recall"] == pytest.approx((persons - 1) / persons)
+
+
+def test_paddlex_is_timed_on_frames_holding_the_crowds_of_the_whole_video(reference_frames):
+    """PaddleX poses one person per call, so the frames it is timed on must have the video's
+    crowds: its own output on vtest.avi has 4.1 persons per frame in the first 60 frames and
+    5.6 over the whole video, which made it look ~20% faster than it is there."""
+    total = len(reference_frames)
+    warmup, timed = paddlex_frame_plan(total, 60)
+    assert warmup == set(range(PADDLEX_WARMUP_FRAMES)) and not warmup & timed and len(timed) == 60
+    ordered = sorted(timed)
+    gaps = np.diff(ordered)
+    assert ordered[0] == PADDLEX_WARMUP_FRAMES and ordered[-1] >= total - gaps.max() - 1
+    assert gaps.min() >= gaps.max() - 1  # evenly spread
+    crowd = np.array([len(frame["persons"]) for frame in reference_frames], np.float64)
+    whole, first = crowd.mean(), crowd[PADDLEX_WARMUP_FRAMES:PADDLEX_WARMUP_FRAMES + 60].mean()
+    assert abs(first / whole - 1) > 0.2  # the old plan's bias, on PaddleX's own detections
+    assert abs(crowd[ordered].mean() / whole - 1) < 0.05
+    # Length unknown (0) or too short to spread: the frames after the warm-up, in order.
+    assert paddlex_frame_plan(0, 5) == (warmup, set(range(PADDLEX_WARMUP_FRAMES, PADDLEX_WARMUP_FRAMES + 5)))
+    assert paddlex_frame_plan(40, 60)[1] == set(range(PADDLEX_WARMUP_FRAMES, PADDLEX_WARMUP_FRAMES + 60))
 
 
 def test_bench_cli_reports_consistent_figures_and_paddlex_agreement(model_home, samples_dir, reference_dir, tmp_path):
