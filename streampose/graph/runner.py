@@ -99,10 +99,10 @@ def prepare_for_live(detector: Detector, keypoint_model: KeypointModel, pose_wor
 
     A live frame runs the detector alone and shares its persons out over the pose workers, so
     the sizes are 1 for the detector and 1..ceil(LIVE_PRELOAD_PERSONS / workers) for pose, at
-    most LIVE_PRELOAD_SIZES of them. Done
-    on demand instead, the compiles compete with the first seconds of posing (latency spikes
-    and drops); bigger crowds still compile their sizes on demand. Backends without static
-    shapes to compile (no ``preload``) are left alone; repeated calls cost nothing.
+    most LIVE_PRELOAD_SIZES of them. Done on demand instead, the compiles compete with the first
+    seconds of posing (latency spikes and drops); bigger crowds still compile their sizes on
+    demand. Backends without static shapes to compile (no ``preload``) are left alone; repeated
+    calls cost nothing.
     """
     largest = min(LIVE_PRELOAD_SIZES, -(-LIVE_PRELOAD_PERSONS // max(1, pose_workers)))
     for model, sizes in ((detector, [1]), (keypoint_model, range(1, largest + 1))):

@@ -56,12 +56,13 @@ def open_source(spec: str | int | os.PathLike[str], *, fps: float | None = None,
     if not text:
         raise InputError("cannot open source '': the input is empty")
     lowered = text.lower()
-    if text.isdigit() or lowered.startswith("/dev/video"):
+    live_kind = _live_kind(text)
+    if live_kind == "webcam":
         return WebcamSource(text, fps=fps, **options)
-    if lowered.startswith(LAVFI_PREFIX):
+    if live_kind == "lavfi":
         _reject_fps(fps, text)
         return LavfiSource(text, **options)
-    if lowered.startswith(RTSP_SCHEMES):
+    if live_kind == "rtsp":
         _reject_fps(fps, text)
         return RtspSource(text, **options)
     if lowered.startswith(URL_SCHEMES):
@@ -97,9 +98,19 @@ def names_live_source(spec: object) -> bool:
         return True
     if not isinstance(spec, (str, os.PathLike)):
         return False
-    text = os.fspath(spec).strip()
+    return _live_kind(os.fspath(spec).strip()) is not None
+
+
+def _live_kind(text: str) -> str | None:
+    """The kind of live source a (stripped) spec names, or None for files, URLs and images."""
     lowered = text.lower()
-    return bool(text) and (text.isdigit() or lowered.startswith(("/dev/video", LAVFI_PREFIX, *RTSP_SCHEMES)))
+    if text.isdigit() or lowered.startswith("/dev/video"):
+        return "webcam"
+    if lowered.startswith(LAVFI_PREFIX):
+        return "lavfi"
+    if lowered.startswith(RTSP_SCHEMES):
+        return "rtsp"
+    return None
 
 
 def list_video_files(folder: str | os.PathLike[str], *, recursive: bool = False) -> list[Path]:
