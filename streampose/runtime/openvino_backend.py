@@ -278,9 +278,9 @@ class OpenVinoSession:
         For live sources, before their first frame: compiled on demand, each new size costs a
         compile on a CPU that is already posing (0.3 s from the compile cache, ~0.9 s without,
         ~65 MB each) and runs on the slower dynamic model meanwhile; measured on vtest.avi paced
-        at 25 fps, the first 50 frames then waited p50 120 / p95 200-250 ms and 2-9 were dropped,
-        against p50 20 / p95 42 ms and none with sizes 1-4 and the detector's 1 compiled first.
-        A preloaded size that no call uses within ``evict_after_idle_calls`` calls is released.
+        at 25 fps, the first 50 frames then waited p50 120 / p95 200-250 ms and 2-9 were
+        dropped, against p50 18-21 / p95 29-33 ms and none with sizes 1-4 and the detector's 1
+        compiled first. A preloaded size that no call uses within ``evict_after_idle_calls`` calls is released.
         Sizes already compiled, too big for a static model, or beyond the session's bound of
         static models are skipped; returns the sizes compiled.
         """
