@@ -252,7 +252,8 @@ def run_paddlex(video: str, frames: int, model_home: Path) -> dict | None:
     seconds = 0.0
     with av.open(video) as container:
         stream = container.streams.video[0]
-        warmup, timed = paddlex_frame_plan(int(stream.frames or 0), frames)
+        total = int(stream.frames or 0)  # 0: the container does not say
+        warmup, timed = paddlex_frame_plan(total, frames)
         for index, frame in enumerate(container.decode(stream)):
             if index not in warmup and index not in timed:
                 continue  # decoded (a video cannot be skipped through), not converted or timed
@@ -266,7 +267,7 @@ def run_paddlex(video: str, frames: int, model_home: Path) -> dict | None:
                     break
     shutil.rmtree(work, ignore_errors=True)
     return {"frames": count, "warmup_frames": len(warmup), "seconds": seconds,
-            "spread_over_frames": int(stream.frames or 0) or None,
+            "spread_over_frames": total or None,
             "fps": count / seconds if seconds > 0 else 0.0, "persons_per_frame": persons / max(count, 1)}
 
 

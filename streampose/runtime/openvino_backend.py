@@ -259,8 +259,8 @@ class OpenVinoSession:
             compiled = self._static.pop(batch, None)
             if compiled is not None:
                 self._static[batch] = compiled  # now the most recently used
-            elif (batch <= _STATIC_BATCH_LIMIT and batch not in self._compiling and batch not in self.failed_static
-                    and self._recent.count(batch) >= _STATIC_AFTER_CALLS and self._make_room()):
+            elif (self._compilable(batch) and self._recent.count(batch) >= _STATIC_AFTER_CALLS
+                    and self._make_room()):
                 self._compiling.add(batch)
                 # Not a daemon: a compile cut off by interpreter exit aborts the process in C++.
                 threading.Thread(target=self._compile_static, args=(batch,), daemon=False,
@@ -280,15 +280,15 @@ class OpenVinoSession:
         ~65 MB each) and runs on the slower dynamic model meanwhile; measured on vtest.avi paced
         at 25 fps, the first 50 frames then waited p50 120 / p95 200-250 ms and 2-9 were
         dropped, against p50 18-21 / p95 29-33 ms and none with sizes 1-4 and the detector's 1
-        compiled first. A preloaded size that no call uses within ``evict_after_idle_calls`` calls is released.
-        Sizes already compiled, too big for a static model, or beyond the session's bound of
-        static models are skipped; returns the sizes compiled.
+        compiled first. A preloaded size that no call uses within ``evict_after_idle_calls``
+        calls is released. Sizes already compiled, too big for a static model, or beyond the
+        session's bound of static models are skipped; returns the sizes compiled.
         """
         todo = []
         with self._lock:
             for batch in dict.fromkeys(int(size) for size in batch_sizes):
-                if (batch < 1 or batch > _STATIC_BATCH_LIMIT or (self.max_batch and batch > self.max_batch)
-                        or batch in self._static or batch in self._compiling or batch in self.failed_static):
+                if (batch < 1 or (self.max_batch and batch > self.max_batch) or batch in self._static
+                        or not self._compilable(batch)):
                     continue
                 if len(self._static) + len(self._compiling) >= self.max_static_models:
                     break
@@ -302,6 +302,11 @@ class OpenVinoSession:
             self._preloaded_unused.update(compiled)
             self._preloaded_at = self._calls
         return compiled
+
+    def _compilable(self, batch: int) -> bool:
+        """Whether ``batch`` may get a static model (pool lock held): small enough, not being
+        compiled, and its compile did not fail before."""
+        return batch <= _STATIC_BATCH_LIMIT and batch not in self._compiling and batch not in self.failed_static
 
     def _release_unused_preloads(self, batch: int) -> None:
         """Called with the pool lock held, on every call while some preloaded size is unused."""
