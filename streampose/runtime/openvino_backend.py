@@ -16,7 +16,8 @@ Channel shuffles (PP-TinyPose) are folded into the convolutions around them befo
 Precision: on CPUs with AMX, OpenVINO would default to bf16 (heatmaps move by ~1e-2);
 ``RuntimeOptions.precision`` picks ``f32`` (default, Paddle parity) or ``bf16`` explicitly,
 ``auto`` (whichever of the two is faster on this CPU, timed once and remembered:
-:mod:`streampose.runtime.precision_probe`), or
+:mod:`streampose.runtime.precision_probe`; where bf16 may run, the output heads stay f32:
+:mod:`streampose.runtime.f32_heads`), or
 ``int8``: the model's post-training-quantized copy that ``streampose models quantize`` wrote into
 the cache (:mod:`streampose.models.quantize`, found via :mod:`streampose.runtime.int8_cache`), same inputs and outputs as the float model.
 """
@@ -42,12 +43,14 @@ from streampose.runtime.int8_cache import INT8, find_int8_model
 from streampose.runtime.split_nms import NmsSettings, split_nms
 from streampose.runtime.base import ModelFiles, RuntimeOptions
 from streampose.runtime.channel_shuffle import fold_channel_shuffles
+from streampose.runtime.f32_heads import keep_heads_in_f32
 from streampose.runtime.precision_probe import CACHE_FILE_NAME, PROBE_BATCH, PrecisionChoice, choose_float_precision
 from streampose.runtime.devices import parse_device
 from streampose.runtime.onnxruntime_backend import paddle_output_order, run_in_single_batches
 
 _PRECISION_HINTS = {"f32": "f32", "fp32": "f32", "bf16": "bf16"}
-# "auto": bf16 only where it is measured faster (precision_probe); same OKS AP either way (README).
+# "auto": bf16 only where it is measured faster (precision_probe); with the output heads kept in
+# f32 (f32_heads) the OKS AP is PaddleX's either way (README).
 AUTO = "auto"
 # What the ops an INT8 model keeps in float (first conv, heads, softmax-like tails) run in.
 _INT8_FLOAT_PART = "f32"
@@ -168,6 +171,14 @@ class OpenVinoSession:
             model = core.read_model(str(source))
         except Exception as exc:  # OpenVINO raises RuntimeError/GeneralFailure with long texts
             raise ModelError(f"model {source}: OpenVINO could not read it ({_first_line(exc)})") from exc
+        # Where bf16 may run, the output heads stay f32 (bf16 heatmaps cost OKS AP: f32_heads).
+        self.f32_heads: list[str] = []
+        if not int8 and hint != "f32" and "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+            try:
+                model, self.f32_heads = keep_heads_in_f32(core, model)
+            except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError with long texts
+                raise ModelError(f"model {source}: cannot keep its output heads in f32 "
+                                 f"({_first_line(exc)})") from exc
         # Float models only: an INT8 copy's weights sit behind FakeQuantize nodes the pass leaves alone.
         self.folded = None if int8 or not options.extra.get("fold_shuffles", True) else fold_channel_shuffles(model)
         self.max_batch = None if self.pre_nms is not None else _max_batch_of(model)
@@ -225,7 +236,8 @@ class OpenVinoSession:
         try:
             weights = source.with_suffix(".bin")
             key = content_hash([source, weights] if weights.exists() else [source],
-                               f"folded={self.folded is not None};batch={batch}")
+                               f"folded={self.folded is not None};batch={batch};"
+                               f"f32_heads={','.join(self.f32_heads)}")
             return choose_float_precision(core, make_static, key, cache_file, label=str(files.model_dir))
         except Exception as exc:  # noqa: BLE001 - the probe is an optimisation: never fatal
             _log.warning("precision auto: %s could not be timed (%s); using f32", source, _first_line(exc))

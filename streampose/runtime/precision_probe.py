@@ -3,7 +3,8 @@
 No CPU flag predicts the answer. Three CPUs of this project's 2-core machine kind, PP-TinyPose
 128x96 on one thread: an Intel part with AMX ran bf16 20-30% faster than f32; an Intel part with
 AVX-512 bf16 but no AMX ran it 5-15% slower; an AMD EPYC with AVX-512 bf16 (no AMX) ran it 1.65x
-faster (batch 8: 10.2 vs 16.9 ms). OKS AP was the same in both precisions on all three (README).
+faster (batch 8: 10.2 vs 16.9 ms). With the heatmap head kept in f32 (:mod:`f32_heads`; a later
+AMX machine lost 0.009 OKS AP on coco_mini without it) the AP matches PaddleX's in both (README).
 So ``auto`` times one batch of the real model in both precisions the first time a model meets a
 CPU and OpenVINO version, and remembers the answer in the user cache: later processes read it
 back for free. f32 is kept unless bf16 is clearly faster (``_BF16_MUST_WIN_BY``), since f32 is
