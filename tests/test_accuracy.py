@@ -235,8 +235,8 @@ def stream_keypoints(model_home):
 def test_the_run_commands_pose_model_scores_at_least_paddlex(eval_sets, stream_keypoints, paddlex_scores,
                                                              set_name, capsys) -> None:
     """The default of ``run`` is a speed choice (backend and precision), so it must keep PaddleX's
-    accuracy on PaddleX's boxes: measured 0.600 / 0.328 (coco_mini / coco_train80) in bf16 (heatmap head in f32) and
-    0.600 / 0.319 in f32, PaddleX 0.600 / 0.319."""
+    accuracy on PaddleX's boxes: measured 0.600 / 0.328 (coco_mini / coco_train80) in bf16 with
+    the heatmap head in f32, and 0.600 / 0.319 in f32; PaddleX 0.600 / 0.319."""
     data = eval_sets[set_name]
     results = paddlex_style_results(data, stream_keypoints.predict_many(data.images, data.boxes))
     ours = evaluate(data.ground_truth, records_from_results(data.ground_truth, results))

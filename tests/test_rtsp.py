@@ -238,3 +238,39 @@ def test_close_from_another_thread_ends_a_blocked_read_safely(rtsp_server):
     consumer.join(5)
     source.close()
     assert list(source) == []  # a closed source yields nothing more
+
+
+class _FakeMonotonic:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_live_clock_shows_an_outage_after_a_startup_backlog(monkeypatch):
+    """A camera read late (models loading) first delivers a backlog faster than real time.
+
+    CI saw this: the first connection's timeline ran ahead of wall time, so after a reconnect
+    the new frames were clamped to +1 ms steps and the 5 s outage left no gap in time.
+    """
+    from streampose.sources import live  # noqa: PLC0415
+
+    wall = _FakeMonotonic()
+    monkeypatch.setattr(live.time, "monotonic", wall)
+    clock = live._LiveClock()
+    clock.new_connection()
+    times = []
+    for index in range(80):  # 8 s of a 10 fps stream, buffered, read in 0.8 s
+        times.append(clock.seconds(index / 10))
+        wall.now += 0.01
+    assert times[1] - times[0] == pytest.approx(0.1)  # the stream's own spacing is kept
+    wall.now += 5.0  # the server dies; the reconnect takes 5 s
+    clock.new_connection()
+    after = []
+    for index in range(10):  # the new connection's stream clock starts again at zero
+        after.append(clock.seconds(index / 10))
+        wall.now += 0.1
+    assert after[0] - times[-1] == pytest.approx(5.01)
+    assert after[1] - after[0] == pytest.approx(0.1)
+    assert all(later > earlier for earlier, later in zip(times + after, times[1:] + after[1:]))

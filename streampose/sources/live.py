@@ -56,14 +56,20 @@ class ReconnectPolicy:
 class _LiveClock:
     """Turns per-connection stream timestamps into one increasing timeline in seconds.
 
-    A reconnect restarts the stream's own clock, so each connection is anchored at the wall
-    time its first frame arrived; the gap of an outage therefore shows up as a gap in time.
+    Within a connection the stream's own spacing is kept, so the tracker's time steps are the
+    camera's. A reconnect restarts the stream's clock, so each new connection starts where the
+    last one ended plus the wall time between the last frame before the outage and the first
+    after it: the outage shows up as a gap of its own length. Anchoring a new connection at
+    wall time instead fails when the first connection began with a backlog (frames buffered
+    while the models loaded, then read faster than real time): its timeline then runs ahead of
+    wall time, the new connection's times fall behind it and are clamped, and no gap appears.
     """
 
     def __init__(self) -> None:
         self._started_at: float | None = None
         self._connection_offset: float | None = None
         self._last = -math.inf
+        self._last_arrival: float | None = None
 
     def new_connection(self) -> None:
         self._connection_offset = None
@@ -72,20 +78,21 @@ class _LiveClock:
         now = time.monotonic()
         if self._started_at is None:
             self._started_at = now
-        elapsed = now - self._started_at
         if stream_seconds is None:
-            value = elapsed
+            value = now - self._started_at
         else:
             if self._connection_offset is None:
-                self._connection_offset = elapsed - stream_seconds
+                start = (now - self._started_at if self._last_arrival is None
+                         else self._last + (now - self._last_arrival))
+                self._connection_offset = start - stream_seconds
             value = stream_seconds + self._connection_offset
         value = max(value, self._last + 1e-3)
         self._last = value
+        self._last_arrival = now
         return value
 
     def wall_time_of(self, seconds: float) -> float | None:
         return None if self._started_at is None else self._started_at + seconds
-
 
 class LiveSource(FrameSource):
     """Common reading, reconnecting and timing logic of the live inputs."""
