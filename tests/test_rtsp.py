@@ -274,3 +274,31 @@ def test_live_clock_shows_an_outage_after_a_startup_backlog(monkeypatch):
     assert after[0] - times[-1] == pytest.approx(5.01)
     assert after[1] - after[0] == pytest.approx(0.1)
     assert all(later > earlier for earlier, later in zip(times + after, times[1:] + after[1:]))
+
+
+def _arrival_span_of_first_frames(source: RtspSource, count: int) -> float:
+    """Seconds between the first and the count-th frame's arrival."""
+    arrivals = []
+    for _ in source:
+        arrivals.append(time.monotonic())
+        if len(arrivals) == count:
+            break
+    return arrivals[-1] - arrivals[0]
+
+
+def test_an_unread_stream_is_reopened_so_the_first_frames_are_fresh(rtsp_server):
+    """Opened early (the CLI does, before the models load), a stream fills the socket buffers.
+
+    Read as it is, the first 15 frames (1.4 s of a 10 fps stream) come out of that backlog in
+    a burst; after skip_backlog they come at the camera's pace, from a new connection.
+    """
+    spans = {}
+    for skip in (False, True):
+        with RtspSource(rtsp_server.url, reconnect=None) as source:
+            time.sleep(3.0)
+            if skip:
+                source.skip_backlog()
+            spans[skip] = _arrival_span_of_first_frames(source, 15)
+            assert source.stats.reconnects == 0  # reopening on purpose is not a fault
+    assert spans[False] < 0.7, f"no backlog built up: the test would prove nothing ({spans})"
+    assert spans[True] > 1.0, f"the first frames still came in a burst ({spans})"

@@ -162,6 +162,7 @@ class StreamGraph:
     def start(self) -> None:
         if self.source.is_live:
             prepare_for_live(self.detector, self.keypoint_model, self.pose_workers)
+            self.source.skip_backlog()
         stages: list[tuple[str, Callable[[], None]]] = [("decode", self._decode_loop), ("track", self._track_loop)]
         stages += [(f"pose-{slot}", lambda slot=slot: self._pose_loop(slot)) for slot in range(self.pose_workers)]
         stages.append(("sink", self._sink_loop))

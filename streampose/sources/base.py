@@ -130,6 +130,12 @@ class FrameSource(abc.ABC):
     def _release(self) -> None:
         """Free the input (decoder, sockets); called once no thread is reading. Idempotent."""
 
+    def skip_backlog(self) -> None:
+        """Drop what a live input buffered while it was open but not read; files keep it all.
+
+        Called by the graph just before its first read. Nothing to do by default.
+        """
+
     def stop(self) -> None:
         """Ask a running iteration (possibly in another thread) to end at the next frame."""
         self._stop_requested.set()

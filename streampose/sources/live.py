@@ -99,6 +99,10 @@ class LiveSource(FrameSource):
 
     is_live = True
     kind = "live"
+    # Whether the input keeps sending while nobody reads (a network stream fills socket buffers).
+    buffers_while_unread = False
+    # An unread connection older than this is reopened by skip_backlog.
+    STALE_AFTER_S = 1.0
 
     def __init__(
         self,
@@ -127,6 +131,7 @@ class LiveSource(FrameSource):
         self._stream: av.video.stream.VideoStream | None = None
         self._rate: Fraction | None = None
         self._size: tuple[int, int] | None = None
+        self._connected_at = 0.0
         try:
             self._connect()
         except _pyav.READ_ERRORS as error:
@@ -203,6 +208,26 @@ class LiveSource(FrameSource):
         if width and height:
             self._size = (width, height)
         self._clock.new_connection()
+        self._connected_at = time.monotonic()
+
+    def skip_backlog(self) -> None:
+        """Reopen a network stream that has sat unread, so that the first frames are fresh.
+
+        The CLI opens a source before loading the models, so that a bad URL fails at once; an
+        RTSP server meanwhile streams on in real time into the socket buffers (8 s of vtest.avi
+        when the models loaded on a busy 2-core machine). Read, that backlog is seconds-old
+        frames delivered in a burst. A new connection (~0.6 s) starts at the live edge instead.
+        If the reopening fails, the read loop's reconnecting takes over.
+        """
+        if not self.buffers_while_unread or self.stats.frames_read or self._container is None:
+            return
+        if time.monotonic() - self._connected_at < self.STALE_AFTER_S:
+            return
+        self._disconnect()
+        try:
+            self._connect()
+        except _pyav.READ_ERRORS:
+            pass
 
     def _disconnect(self) -> None:
         container, self._container, self._stream = self._container, None, None
@@ -268,6 +293,7 @@ class RtspSource(LiveSource):
     """An RTSP camera or server, over TCP by default (UDP loses packets behind NAT and Wi-Fi)."""
 
     kind = "RTSP stream"
+    buffers_while_unread = True
 
     def __init__(
         self,
