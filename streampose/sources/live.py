@@ -94,6 +94,7 @@ class _LiveClock:
     def wall_time_of(self, seconds: float) -> float | None:
         return None if self._started_at is None else self._started_at + seconds
 
+
 class LiveSource(FrameSource):
     """Common reading, reconnecting and timing logic of the live inputs."""
 
