@@ -273,7 +273,8 @@ def test_live_clock_shows_an_outage_after_a_startup_backlog(monkeypatch):
         wall.now += 0.1
     assert after[0] - times[-1] == pytest.approx(5.01)
     assert after[1] - after[0] == pytest.approx(0.1)
-    assert all(later > earlier for earlier, later in zip(times + after, times[1:] + after[1:]))
+    timeline = times + after
+    assert all(later > earlier for earlier, later in zip(timeline, timeline[1:]))
 
 
 def _arrival_span_of_first_frames(source: RtspSource, count: int) -> float:
