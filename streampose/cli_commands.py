@@ -73,6 +73,31 @@ def register_commands(commands: argparse._SubParsersAction,
                        help="PaddleX's per-frame JSON for the first video (default for vtest.avi: "
                             "data/paddlex_reference/vtest.avi.json beside the samples, if there)")
 
+    streams = commands.add_parser(
+        "bench-streams", help="how many live streams at once this machine keeps up with (shared models)")
+    streams.add_argument("--streams", nargs="+", type=_positive_int, default=[1, 2, 4, 8, 16, 32, 48, 64],
+                         help="stream counts to try, ascending; stops after the first that does not keep up")
+    streams.add_argument("--video", default=None,
+                         help="video each stream plays (default: vtest.avi tiled 2x2 at --size, made once)")
+    streams.add_argument("--size", type=_size, default=(1920, 1080), help="size of the default video (WxH)")
+    streams.add_argument("--frames", type=_positive_int, default=300, help="frames of the default video")
+    streams.add_argument("--fps", type=float, default=30.0,
+                         help="camera rate each stream is played at (0: files, as fast as they go)")
+    streams.add_argument("--pipeline", "--config", dest="pipeline", default=STREAM_PRESET)
+    streams.add_argument("--det-interval", "--det_interval", dest="det_interval", type=_positive_int,
+                         default=DEFAULT_DET_INTERVAL)
+    streams.add_argument("--codec", default=None,
+                         help="also encode each stream's annotated video with this codec (auto: libx264; "
+                              "h264_nvenc on an NVIDIA GPU); default: no video, JSON-level analysis only")
+    streams.add_argument("--max-drop-rate", type=float, default=0.01, help="share of dropped frames allowed")
+    streams.add_argument("--max-p95-ms", type=float, default=150.0, help="decode-to-render p95 allowed")
+    streams.add_argument("--processes", type=_positive_int, default=None,
+                         help="processes the streams are spread over, each with its own models (default: "
+                              "one per four cores, at least one; a process's Python serves a few streams)")
+    streams.add_argument("--device", default=None, help="cpu (default), gpu or gpu:N")
+    streams.add_argument("--backend", default=None, help="auto (fastest installed), paddle, onnxruntime or openvino")
+    streams.add_argument("--json", dest="json_path", default=None, help="write the report here (else stdout)")
+
     models = commands.add_parser("models", help="model utilities")
     models_sub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     export = models_sub.add_parser("export-onnx", help="convert a Paddle model folder to ONNX")
@@ -96,6 +121,8 @@ def dispatch(args: argparse.Namespace) -> int:
         return _models(args)
     if args.command == "bench":
         return _bench(args)
+    if args.command == "bench-streams":
+        return _bench_streams(args)
     if args.command == "serve":
         from streampose.serving.cli import cmd_serve  # noqa: PLC0415
 
@@ -192,7 +219,7 @@ def _run_folder(args, pipeline, settings, videos, json, print_summary) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from streampose.bench import BenchSettings, main  # noqa: PLC0415
 
-    videos = args.video or [str(_default_video())]
+    videos = args.video or [str(default_video())]
     reference = args.reference or _default_reference(Path(videos[0]))
     if reference is not None and not Path(reference).is_file():
         raise InputError(f"bench: reference {reference}: no such file")
@@ -203,13 +230,38 @@ def _bench(args: argparse.Namespace) -> int:
                               reference=None if reference is None else str(reference)))
 
 
+def _bench_streams(args: argparse.Namespace) -> int:
+    from streampose.bench_streams import StreamLimits, StreamsBenchSettings, default_crowd_video, main  # noqa: PLC0415
+
+    if args.fps < 0:
+        raise InputError(f"bench-streams: --fps {args.fps:g} must be 0 (files) or a positive rate")
+    if args.video is not None and not Path(args.video).is_file():
+        raise InputError(f"bench-streams: video {args.video}: no such file")
+    video = Path(args.video) if args.video else default_crowd_video(args.size, args.frames)
+    return main(StreamsBenchSettings(
+        counts=args.streams, video=str(video), fps=args.fps or None, pipeline=args.pipeline,
+        backend=args.backend, device=args.device, det_interval=args.det_interval, codec=args.codec,
+        limits=StreamLimits(max_drop_rate=args.max_drop_rate, max_p95_ms=args.max_p95_ms),
+        processes=args.processes, json_path=args.json_path))
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size like 1920x1080") from None
+    if width < 16 or height < 16:
+        raise argparse.ArgumentTypeError(f"{text!r}: width and height must be at least 16")
+    return width, height
+
+
 def _default_reference(video: Path) -> Path | None:
     """PaddleX's per-frame output for a shared sample video, where the shared data has it."""
     candidate = video.resolve().parent.parent / "data" / "paddlex_reference" / f"{video.name}.json"
     return candidate if candidate.is_file() else None
 
 
-def _default_video() -> Path:
+def default_video() -> Path:
     import os  # noqa: PLC0415
 
     candidates = [Path(os.environ.get("STREAMPOSE_SAMPLES", "")) / "vtest.avi",
@@ -246,7 +298,7 @@ def _quantize(args: argparse.Namespace) -> int:
     images = Path(args.images) if args.images else None
     if video is None and images is None:
         try:
-            video = _default_video()
+            video = default_video()
         except InputError:
             raise InputError("models quantize: no --video or --images given and vtest.avi not found "
                              "(set STREAMPOSE_SAMPLES)") from None

@@ -116,6 +116,7 @@ class RunOutputs:
     show: bool = False
     hud: bool = True
     preset: str | None = None  # x264 preset (None: the writer's default, veryfast)
+    codec: str = "auto"  # the writer's codec ("auto": libx264, else mpeg4), e.g. "h264_nvenc"
 
 
 def build_sinks(graph_holder: dict, source: FrameSource, outputs: RunOutputs, draw_for_others: bool = False):
@@ -159,7 +160,8 @@ def build_sinks(graph_holder: dict, source: FrameSource, outputs: RunOutputs, dr
             if "video" not in writers:
                 height, width = image.shape[:2]
                 rate = source.stream_info.rate or source.fps or 25
-                writers["video"] = VideoWriter(outputs.output, rate, (width, height), preset=outputs.preset)
+                writers["video"] = VideoWriter(outputs.output, rate, (width, height), codec=outputs.codec,
+                                                 preset=outputs.preset)
             writers["video"].write(image, output.frame.pts)
             parts["encode"].record(time.perf_counter() - drawn)
         if window is not None and not window.show(image):
@@ -181,8 +183,11 @@ def build_sinks(graph_holder: dict, source: FrameSource, outputs: RunOutputs, dr
 
 def run_stream(pipeline: Any, source_spec: Any, settings: StreamSettings, outputs: RunOutputs,
                *, progress: bool = True, source_options: dict | None = None,
-               extra_sinks: list | None = None) -> dict:
+               extra_sinks: list | None = None, extra_sinks_see_drawing: bool = True) -> dict:
     """Run one source to its sinks with a progress display; returns the summary dict.
+
+    ``extra_sinks`` get every frame after the outputs, drawn on unless ``extra_sinks_see_drawing``
+    is False (a sink that only reads persons then costs no rendering).
 
     Outputs are finished (renamed into place) when the input ends, is interrupted, or is
     truncated; a failure inside the graph aborts them so nothing half-written looks complete.
@@ -190,7 +195,8 @@ def run_stream(pipeline: Any, source_spec: Any, settings: StreamSettings, output
     source = _open_prepared(pipeline, source_spec, settings, **(source_options or {}))
     holder: dict = {}
     extra_sinks = list(extra_sinks or [])
-    sink, finish, writers, sink_parts = build_sinks(holder, source, outputs, draw_for_others=bool(extra_sinks))
+    sink, finish, writers, sink_parts = build_sinks(holder, source, outputs,
+                                                    draw_for_others=bool(extra_sinks) and extra_sinks_see_drawing)
     state = {"failed": False}
     graph = StreamGraph(source, pipeline.detector, pipeline.keypoint_model, settings, [sink, *extra_sinks],
                         finishers=[lambda: finish(state["failed"] or graph.error is not None)])
