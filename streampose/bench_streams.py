@@ -3,9 +3,10 @@
 A camera server is sized by how many live streams it can take, not by the frames/s of one file.
 Each stream here is a graph of its own (decode, track, pose workers, sink), as ``streampose run``
 builds it, fed by a video file played at the camera's rate and marked live, so the graph applies
-its live policy (the oldest decoded frame is dropped when it falls behind). All the streams share
-one pipeline: the models are loaded once and their sessions take concurrent calls, as a server
-would run them. Start times are spread over one frame period, as unsynchronised cameras are.
+its live policy (the oldest decoded frame is dropped when it falls behind). The streams are
+spread over worker processes, and those of one process share its pipeline: the models are loaded
+once per process and their sessions take concurrent calls, as a server would run them. Start
+times are spread over one frame period, as unsynchronised cameras are.
 
 A stream keeps up when it dropped at most ``max_drop_rate`` of its frames, its decode-to-render
 p95 stayed under ``max_p95_ms``, and its source ran at (nearly) the camera's rate: a source that
@@ -267,7 +268,7 @@ class _Workers:
                                   f"(exit code {self.processes[rank].exitcode})") from None
         if kind == "error":
             name, message = payload
-            raise StreamposeError(f"bench-streams: {message}" if name.endswith("Error") and name in _OUR_ERRORS
+            raise StreamposeError(f"bench-streams: {message}" if name in _OUR_ERRORS
                                   else f"bench-streams: worker process {rank}: {name}: {message}")
         if kind != expected:
             raise StreamposeError(f"bench-streams: worker {rank} sent {kind!r}, expected {expected!r}")
@@ -304,7 +305,7 @@ def default_processes(counts: list[int]) -> int:
 def run_bench_streams(settings: StreamsBenchSettings) -> dict:
     counts = sorted(set(settings.counts))
     if not counts or counts[0] < 1:
-        raise ValueError(f"bench-streams: stream counts must be at least 1, got {settings.counts}")
+        raise errors.ConfigError(f"bench-streams: stream counts must be at least 1, got {settings.counts}")
     processes = settings.processes or default_processes(counts)
     workers = _Workers(settings, processes)
     try:
