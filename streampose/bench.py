@@ -427,12 +427,17 @@ def print_report(report: dict) -> None:
                   f"peak RSS {report['peak_rss_mb']:.0f} MB")
 
 
+def write_report(report: dict, json_path: str | None) -> None:
+    """The report as JSON: into ``json_path``, else on stdout (the tables went to stderr)."""
+    text = json.dumps(report, indent=2, default=str)
+    if json_path:
+        Path(json_path).write_text(text, encoding="utf-8")
+    else:
+        print(text, file=sys.stdout)
+
+
 def main(settings: BenchSettings) -> int:
     report = run_bench(settings)
     print_report(report)
-    text = json.dumps(report, indent=2, default=str)
-    if settings.json_path:
-        Path(settings.json_path).write_text(text, encoding="utf-8")
-    else:
-        print(text, file=sys.stdout)
+    write_report(report, settings.json_path)
     return 0

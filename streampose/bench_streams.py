@@ -19,9 +19,7 @@ the throughput of a folder of videos run side by side.
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 import tempfile
 import threading
 import time
@@ -31,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from streampose import errors
-from streampose.bench import PacedFileSource, cpu_seconds, make_variant, model_precisions, peak_rss_mb
+from streampose.bench import (PacedFileSource, cpu_seconds, make_variant, model_precisions, peak_rss_mb,
+                              write_report)
 
 StreamposeError = errors.StreamposeError
 # Errors whose text already names the input and the cause (raised again without their class name).
@@ -373,9 +372,5 @@ def print_report(report: dict) -> None:
 def main(settings: StreamsBenchSettings) -> int:
     report = run_bench_streams(settings)
     print_report(report)
-    text = json.dumps(report, indent=2, default=str)
-    if settings.json_path:
-        Path(settings.json_path).write_text(text, encoding="utf-8")
-    else:
-        print(text, file=sys.stdout)
+    write_report(report, settings.json_path)
     return 0
