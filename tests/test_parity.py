@@ -5,6 +5,14 @@ coco_mini images and every frame of vtest.avi, with flip and UDP variants. The s
 options must give the same persons and keypoints up to float noise; the issue's acceptance metric
 (mean keypoint distance at most 2 % of the box diagonal) is checked as well, separately, so a
 regression shows which of the two it breaks.
+
+Float noise depends on the CPU. The reference files come from an AVX-512 machine; on an AMD EPYC
+with AVX2 only, PaddleX 3.7.2 itself (run there on the same files) differs from them by up to
+0.72 px on one joint (UDP, samples) and 1.2e-3 in a joint score (coco_mini), and with UDP 14 of
+coco_mini's 204 joint scores move by more than 1e-4: oneDNN sums in another order, and UDP's
+DARK step amplifies it. streampose on that CPU is within the same bounds. So nearly every joint
+must agree to the tight tolerance, and none may be far off: a real bug (a shifted crop, another
+normalisation, swapped joints) moves most joints, or one by pixels.
 """
 
 from __future__ import annotations
@@ -25,6 +33,14 @@ SAMPLE_IMAGES = ("messi5.jpg", "basketball1.png", "basketball2.png")
 BOX_TOL_PX = 0.01
 KEYPOINT_TOL_PX = 0.05
 SCORE_TOL = 1e-4
+# Cross-CPU float noise (module docstring), measured on the AVX2-only EPYC: joints beyond
+# KEYPOINT_TOL_PX at most 2 of the samples' 85 (2.4 %), 0.72 px at worst; joint scores beyond
+# SCORE_TOL 7 of 85 (8.2 %) and 14 of coco_mini's 204 (6.9 %), 1.8e-3 at worst; kpt_score 1.9e-4.
+MAX_SHARE_BEYOND_KEYPOINT_TOL = 0.05
+KEYPOINT_BOUND_PX = 1.0
+MAX_SHARE_BEYOND_SCORE_TOL = 0.15
+JOINT_SCORE_BOUND = 5e-3
+KPT_SCORE_TOL = 5e-4
 TARGET_RELATIVE_DISTANCE = 0.02  # the issue's metric: mean joint distance / box diagonal
 VTEST_STEP = 20  # every 20th frame: 40 frames spread over the whole video
 
@@ -118,16 +134,24 @@ class Differences:
     joint_score: float = 0.0
     kpt_score: float = 0.0
     relative: float = 0.0
+    joints: int = 0
+    joints_beyond_keypoint_tol: int = 0
+    joints_beyond_score_tol: int = 0
 
     def add(self, ref_box, ref_det, ref_kpts, ref_kpt_score, box, det, kpts, kpt_score) -> None:
         ref_kpts = np.asarray(ref_kpts, np.float64)
         kpts = np.asarray(kpts, np.float64)
+        joint_distances = np.abs(ref_kpts[:, :2] - kpts[:, :2]).max(axis=1)
+        joint_scores = np.abs(ref_kpts[:, 2] - kpts[:, 2])
         self.box = max(self.box, float(np.abs(np.asarray(ref_box, np.float64) - np.asarray(box, np.float64)).max()))
         self.det_score = max(self.det_score, abs(float(ref_det) - float(det)))
-        self.keypoint = max(self.keypoint, float(np.abs(ref_kpts[:, :2] - kpts[:, :2]).max()))
-        self.joint_score = max(self.joint_score, float(np.abs(ref_kpts[:, 2] - kpts[:, 2]).max()))
+        self.keypoint = max(self.keypoint, float(joint_distances.max()))
+        self.joint_score = max(self.joint_score, float(joint_scores.max()))
         self.kpt_score = max(self.kpt_score, abs(float(ref_kpt_score) - float(kpt_score)))
         self.relative = max(self.relative, relative_distance(ref_kpts, kpts, ref_box))
+        self.joints += len(joint_distances)
+        self.joints_beyond_keypoint_tol += int((joint_distances > KEYPOINT_TOL_PX).sum())
+        self.joints_beyond_score_tol += int((joint_scores > SCORE_TOL).sum())
 
 
 def compare_image(reference: dict, result: dict, differences: Differences, label: str) -> None:
@@ -156,9 +180,13 @@ def test_same_persons_and_keypoints_as_paddlex(predictions, reference_dir, varia
     found = compare_set(predictions, reference_dir, variant, image_set)
     assert found.box <= BOX_TOL_PX, f"boxes differ by {found.box:.4g} px"
     assert found.det_score <= SCORE_TOL, f"det scores differ by {found.det_score:.3g}"
-    assert found.keypoint <= KEYPOINT_TOL_PX, f"keypoints differ by {found.keypoint:.4g} px"
-    assert found.joint_score <= SCORE_TOL, f"joint scores differ by {found.joint_score:.3g}"
-    assert found.kpt_score <= SCORE_TOL, f"kpt_score differs by {found.kpt_score:.3g}"
+    assert found.joints_beyond_keypoint_tol <= MAX_SHARE_BEYOND_KEYPOINT_TOL * found.joints, (
+        f"{found.joints_beyond_keypoint_tol} of {found.joints} joints differ by more than {KEYPOINT_TOL_PX} px")
+    assert found.keypoint <= KEYPOINT_BOUND_PX, f"keypoints differ by {found.keypoint:.4g} px"
+    assert found.joints_beyond_score_tol <= MAX_SHARE_BEYOND_SCORE_TOL * found.joints, (
+        f"{found.joints_beyond_score_tol} of {found.joints} joint scores differ by more than {SCORE_TOL:g}")
+    assert found.joint_score <= JOINT_SCORE_BOUND, f"joint scores differ by {found.joint_score:.3g}"
+    assert found.kpt_score <= KPT_SCORE_TOL, f"kpt_score differs by {found.kpt_score:.3g}"
 
 
 @pytest.mark.parametrize(("variant", "image_set"), PARAMS)

@@ -104,7 +104,9 @@ def test_int8_keypoints_stay_close_to_f32(in_cache, pose_files, photos_and_boxes
         diagonals = np.hypot(image_boxes[:, 2] - image_boxes[:, 0], image_boxes[:, 3] - image_boxes[:, 1])
         shift = np.linalg.norm(ours.keypoints[..., :2] - reference.keypoints[..., :2], axis=2)
         relative_shifts.append(shift / diagonals[:, None])
-        np.testing.assert_allclose(ours.scores, reference.scores, atol=0.1)
+        # Person scores (mean joint peak) moved by up to 0.10 on AVX-512 CPUs and 0.17 on an AMD EPYC
+        # with AVX2 only, whose int8 kernels have no VNNI; a broken graph gives unrelated scores.
+        np.testing.assert_allclose(ours.scores, reference.scores, atol=0.25)
     shifts = np.concatenate(relative_shifts)
     assert float(np.median(shifts)) < 0.025, f"median joint shift {np.median(shifts):.3f} of the box diagonal"
     assert float(np.mean(shifts)) < 0.07, f"mean joint shift {np.mean(shifts):.3f} of the box diagonal"
