@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from coco_eval import GroundTruth, KeypointScores, evaluate, records_from_paddlex_dir, records_from_results
+from streampose.evaluation import (GroundTruth, KeypointScores, evaluate, records_from_paddlex_dir,
+                                   records_from_results)
 from streampose.inputs import read_image
 from streampose.models.keypoints import KeypointModel
 from streampose.models.registry import load_model_files

@@ -3,7 +3,8 @@
 The reference figures in ``../shared/data/README.md`` score each person with
 ``det_score × kpt_score`` and feed the 17 joints to pycocotools' ``COCOeval(..., "keypoints")``.
 This module does exactly that for any source of results (streampose objects, PaddleX JSON files,
-plain dicts), so tests and benchmarks compare settings on the same footing.
+plain dicts), so the accuracy tests and ``streampose bench-precision`` compare settings on the
+same footing. pycocotools is an optional dependency (``pip install "streampose[eval]"``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from streampose.errors import ConfigError
 
 PERSON_CATEGORY_ID = 1
 
@@ -90,8 +93,11 @@ def records_from_paddlex_dir(ground_truth: GroundTruth, folder: str | Path) -> l
 def evaluate(ground_truth: GroundTruth, records: list[dict]) -> KeypointScores:
     """OKS AP / AP50 / AR over all images of the set (images without results count as misses)."""
     # pycocotools prints progress on stdout; tests and benchmarks print their own tables.
-    from pycocotools.coco import COCO  # noqa: PLC0415 - test-only dependency
-    from pycocotools.cocoeval import COCOeval  # noqa: PLC0415
+    try:
+        from pycocotools.coco import COCO  # noqa: PLC0415 - optional: the eval extra
+        from pycocotools.cocoeval import COCOeval  # noqa: PLC0415
+    except ImportError:
+        raise ConfigError('OKS AP needs pycocotools: pip install "streampose[eval]"') from None
 
     if not records:  # loadRes rejects an empty list; no detections means nothing was found
         return KeypointScores(0.0, 0.0, 0.0)
