@@ -98,6 +98,21 @@ def register_commands(commands: argparse._SubParsersAction,
     streams.add_argument("--backend", default=None, help="auto (fastest installed), paddle, onnxruntime or openvino")
     streams.add_argument("--json", dest="json_path", default=None, help="write the report here (else stdout)")
 
+    precision = commands.add_parser(
+        "bench-precision", help="speed and OKS AP of the pose model in each precision this machine runs")
+    precision.add_argument("--precision", dest="precisions", nargs="+", default=None,
+                           choices=("f32", "bf16", "int8"),
+                           help="precisions to measure (default: f32, bf16 where the CPU has it, int8 "
+                                "where `streampose models quantize` made a copy)")
+    precision.add_argument("--pose-model", default="PP-TinyPose_128x96",
+                           help="keypoint model name or folder (default PP-TinyPose_128x96)")
+    precision.add_argument("--data", default=None,
+                           help="folder with coco_mini/ and coco_train80/ (and paddlex_reference/); default: "
+                                "$STREAMPOSE_DATA, else ../shared/data")
+    precision.add_argument("--sets", nargs="+", default=["coco_mini", "coco_train80"],
+                           choices=("coco_mini", "coco_train80"), help="evaluation sets to score on")
+    precision.add_argument("--json", dest="json_path", default=None, help="write the report here (else stdout)")
+
     models = commands.add_parser("models", help="model utilities")
     models_sub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     export = models_sub.add_parser("export-onnx", help="convert a Paddle model folder to ONNX")
@@ -123,6 +138,8 @@ def dispatch(args: argparse.Namespace) -> int:
         return _bench(args)
     if args.command == "bench-streams":
         return _bench_streams(args)
+    if args.command == "bench-precision":
+        return _bench_precision(args)
     if args.command == "serve":
         from streampose.serving.cli import cmd_serve  # noqa: PLC0415
 
@@ -243,6 +260,17 @@ def _bench_streams(args: argparse.Namespace) -> int:
         backend=args.backend, device=args.device, det_interval=args.det_interval, codec=args.codec,
         limits=StreamLimits(max_drop_rate=args.max_drop_rate, max_p95_ms=args.max_p95_ms),
         processes=args.processes, json_path=args.json_path))
+
+
+def _bench_precision(args: argparse.Namespace) -> int:
+    from streampose.bench_precision import PrecisionBenchSettings, default_data_dir, main  # noqa: PLC0415
+
+    if args.data is not None and not Path(args.data).is_dir():
+        raise InputError(f"bench-precision: data {args.data}: no such folder")
+    data_dir = Path(args.data) if args.data else default_data_dir()
+    return main(PrecisionBenchSettings(data_dir=data_dir, pose_model=args.pose_model,
+                                       precisions=list(dict.fromkeys(args.precisions)) if args.precisions else None,
+                                       sets=list(dict.fromkeys(args.sets)), json_path=args.json_path))
 
 
 def _size(text: str) -> tuple[int, int]:
