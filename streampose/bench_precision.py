@@ -177,7 +177,9 @@ def run_precision_bench(settings: PrecisionBenchSettings) -> dict:
     from streampose.models.registry import load_model_files  # noqa: PLC0415
     from streampose.runtime import RuntimeOptions  # noqa: PLC0415
 
-    pose_files = load_model_files(settings.pose_model, None)
+    as_folder = Path(settings.pose_model).is_dir()
+    pose_files = load_model_files(None if as_folder else settings.pose_model,
+                                  settings.pose_model if as_folder else None)
     precisions = settings.precisions or available_precisions(pose_files)
     check_precisions(pose_files, precisions)
     detector = Detector(load_model_files(REFERENCE_DETECTOR, None),
@@ -185,12 +187,12 @@ def run_precision_bench(settings: PrecisionBenchSettings) -> dict:
     sets = {name: load_eval_set(settings.data_dir, name, detector) for name in settings.sets}
     report: dict = {
         "cpu": ov.Core().get_property("CPU", "FULL_DEVICE_NAME"), "openvino": ov.get_version(),
-        "pose_model": settings.pose_model, "detector": f"{REFERENCE_DETECTOR} f32, threshold {REFERENCE_THRESHOLD}",
+        "pose_model": pose_files.model_dir.name, "detector": f"{REFERENCE_DETECTOR} f32, threshold {REFERENCE_THRESHOLD}",
         "timing": f"one stream of one thread, median of {settings.rounds} rounds of {settings.calls} calls",
         "sets": {}, "precisions": [],
     }
     for name, data in sets.items():
-        reference = paddlex_score(settings.data_dir, name, settings.pose_model, data.ground_truth)
+        reference = paddlex_score(settings.data_dir, name, pose_files.model_dir.name, data.ground_truth)
         report["sets"][name] = {"images": len(data.images), "persons_detected": data.persons,
                                 "paddlex": None if reference is None else dataclasses.asdict(reference)}
     for precision in precisions:
@@ -238,7 +240,7 @@ def print_report(report: dict) -> None:
     if any(references):
         table.add_row("PaddleX 3.7.2", *([""] * (len(batches) + bool(batches))),
                       *(f"{reference['ap']:.3f}" if reference else "-" for reference in references), "")
-    console = Console(stderr=True)
+    console = Console(stderr=True, width=max(Console(stderr=True).width, 120))
     console.print(table)
     persons = ", ".join(f"{name} {info['persons_detected']} persons on {info['images']} images"
                         for name, info in report["sets"].items())

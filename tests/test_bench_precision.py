@@ -37,6 +37,20 @@ def test_f32_poses_paddlexs_persons_and_scores_paddlexs_ap(data_dir, reference_d
     assert f32["ms_per_person"]["8"] == pytest.approx(f32["ms_per_call"]["8"] / 8)
 
 
+def test_a_model_folder_is_named_by_its_folder_and_compared_with_its_size(data_dir, model_home, tmp_path):
+    """--pose-model may be a folder (a user's export): its PaddleX reference is found by size."""
+    import shutil  # noqa: PLC0415
+
+    folder = tmp_path / "exported_tinypose_128x96"
+    shutil.copytree(model_home / "PP-TinyPose_128x96", folder)
+    report = run_precision_bench(PrecisionBenchSettings(data_dir=data_dir, pose_model=str(folder),
+                                                        precisions=["f32"], sets=["coco_mini"],
+                                                        batch_sizes=(1,), calls=1, rounds=1))
+    assert report["pose_model"] == "exported_tinypose_128x96"
+    assert report["sets"]["coco_mini"]["paddlex"] is not None
+    assert report["precisions"][0]["not_below_paddlex"]
+
+
 def test_int8_is_offered_only_once_a_quantized_copy_exists(tmp_path, monkeypatch, model_home):
     monkeypatch.setenv("STREAMPOSE_CACHE_HOME", str(tmp_path))
     expected = ["f32", "bf16"] if cpu_supports_bf16() else ["f32"]
