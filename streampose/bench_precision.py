@@ -14,25 +14,21 @@ poses the same boxes and the AP differences are the pose model's alone.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from streampose.bench import write_report
 from streampose.errors import ConfigError, InputError, ModelError
-from streampose.evaluation import (GroundTruth, KeypointScores, evaluate, records_from_paddlex_dir,
-                                   records_from_results)
+from streampose.evaluation import (EVAL_SETS, REFERENCE_THRESHOLD, EvalSet, GroundTruth, KeypointScores,
+                                   evaluate, records_from_paddlex_dir)
 
-# The shared evaluation sets (../shared/data/README.md): folder → annotation file.
-EVAL_SETS = {"coco_mini": "test_coco.json", "coco_train80": "annotations.json"}
-# PaddleX's reference figures were made with this detector and threshold.
+# PaddleX's reference figures were made with this detector (at REFERENCE_THRESHOLD).
 REFERENCE_DETECTOR = "PicoDet-S_pedestrian_320"
-REFERENCE_THRESHOLD = 0.5
 PRECISIONS = ("f32", "bf16", "int8")
 
 
@@ -46,21 +42,6 @@ class PrecisionBenchSettings:
     calls: int = 20  # per timing round
     rounds: int = 5  # the median round is reported
     json_path: str | None = None
-
-
-@dataclass
-class EvalSet:
-    """One COCO set with the detector's persons on each image (found once, posed by every precision)."""
-
-    ground_truth: GroundTruth
-    names: list[str]
-    images: list[np.ndarray]
-    boxes: list[np.ndarray]
-    det_scores: list[np.ndarray]
-
-    @property
-    def persons(self) -> int:
-        return sum(len(boxes) for boxes in self.boxes)
 
 
 def default_data_dir() -> Path:
@@ -105,29 +86,10 @@ def check_precisions(pose_files, precisions: list[str]) -> None:
 
 
 def load_eval_set(data_dir: Path, name: str, detector) -> EvalSet:
-    from streampose.inputs import read_image  # noqa: PLC0415
-
     annotation = data_dir / name / EVAL_SETS[name]
     if not annotation.is_file():
         raise InputError(f"bench-precision: {annotation}: no such file (the {name} set of --data)")
-    ground_truth = GroundTruth.load(annotation)
-    paths = ground_truth.image_paths()
-    images = [read_image(path) for path in paths]
-    found = [detector.predict([image], REFERENCE_THRESHOLD)[0] for image in images]
-    return EvalSet(ground_truth, [path.name for path in paths], images,
-                   [item.boxes for item in found], [item.scores for item in found])
-
-
-def score(model, data: EvalSet) -> KeypointScores:
-    """OKS AP of ``model`` on the set's detected persons, each scored det × kpt as PaddleX does."""
-    poses = model.predict_many(data.images, data.boxes)
-    results = {
-        name: [{"coordinate": box.tolist(), "det_score": float(det_score),
-                "keypoints": pose.keypoints[index], "kpt_score": float(pose.scores[index])}
-               for index, (box, det_score) in enumerate(zip(boxes, det_scores))]
-        for name, boxes, det_scores, pose in zip(data.names, data.boxes, data.det_scores, poses)
-    }
-    return evaluate(data.ground_truth, records_from_results(data.ground_truth, results))
+    return EvalSet.detect(annotation, detector)
 
 
 def paddlex_score(data_dir: Path, set_name: str, model_name: str, ground_truth: GroundTruth) -> KeypointScores | None:
@@ -194,18 +156,18 @@ def run_precision_bench(settings: PrecisionBenchSettings) -> dict:
     for name, data in sets.items():
         reference = paddlex_score(settings.data_dir, name, pose_files.model_dir.name, data.ground_truth)
         report["sets"][name] = {"images": len(data.images), "persons_detected": data.persons,
-                                "paddlex": None if reference is None else dataclasses.asdict(reference)}
+                                "paddlex": None if reference is None else asdict(reference)}
     for precision in precisions:
         model = KeypointModel(pose_files, RuntimeOptions(backend="openvino", precision=precision,
                                                          cpu_threads=1, streams=1))
         ms = time_pose(model, crop_tensor(model, list(sets.values()), max(settings.batch_sizes)),
                        settings.batch_sizes, settings.calls, settings.rounds)
-        scores = {name: score(model, data) for name, data in sets.items()}
+        scores = {name: data.score(model) for name, data in sets.items()}
         report["precisions"].append({
             "precision": precision,
             "ms_per_call": {str(batch): value for batch, value in ms.items()},
             "ms_per_person": {str(batch): value / batch for batch, value in ms.items()},
-            "oks": {name: dataclasses.asdict(value) for name, value in scores.items()},
+            "oks": {name: asdict(value) for name, value in scores.items()},
             "not_below_paddlex": all(_not_below(scores[name].ap, report["sets"][name]["paddlex"]) for name in sets),
         })
     return report

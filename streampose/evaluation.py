@@ -22,6 +22,10 @@ import numpy as np
 from streampose.errors import ConfigError
 
 PERSON_CATEGORY_ID = 1
+# The shared evaluation sets (``../shared/data/README.md``): folder → annotation file.
+EVAL_SETS = {"coco_mini": "test_coco.json", "coco_train80": "annotations.json"}
+# PaddleX's reference figures were made with the detector at this threshold.
+REFERENCE_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True)
@@ -111,3 +115,48 @@ def evaluate(ground_truth: GroundTruth, records: list[dict]) -> KeypointScores:
         evaluator.summarize()
     stats = evaluator.stats
     return KeypointScores(ap=float(stats[0]), ap50=float(stats[1]), ar=float(stats[5]))
+
+
+@dataclass
+class EvalSet:
+    """One COCO set with the detector's persons on each image: found once, posed by every setting."""
+
+    ground_truth: GroundTruth
+    names: list[str]
+    images: list[np.ndarray]
+    boxes: list[np.ndarray]
+    det_scores: list[np.ndarray]
+
+    @property
+    def persons(self) -> int:
+        return sum(len(boxes) for boxes in self.boxes)
+
+    @classmethod
+    def detect(cls, annotation_file: Path, detector, threshold: float = REFERENCE_THRESHOLD) -> EvalSet:
+        """Every image of the set through ``detector``, one image per call as PaddleX ran them.
+
+        Batched oneDNN convolutions differ in the last bits, and on a small person a 1e-3 px box
+        change becomes a 0.1 px joint change.
+        """
+        from streampose.inputs import read_image  # noqa: PLC0415
+
+        ground_truth = GroundTruth.load(annotation_file)
+        paths = ground_truth.image_paths()
+        images = [read_image(path) for path in paths]
+        found = [detector.predict([image], threshold)[0] for image in images]
+        return cls(ground_truth, [path.name for path in paths], images,
+                   [item.boxes for item in found], [item.scores for item in found])
+
+    def results(self, poses) -> dict[str, list[dict]]:
+        """Per file name, each person as PaddleX saves it (box, det score, joints, kpt score)."""
+        return {
+            name: [{"coordinate": box.tolist(), "det_score": float(det_score),
+                    "keypoints": pose.keypoints[index], "kpt_score": float(pose.scores[index])}
+                   for index, (box, det_score) in enumerate(zip(boxes, det_scores))]
+            for name, boxes, det_scores, pose in zip(self.names, self.boxes, self.det_scores, poses)
+        }
+
+    def score(self, keypoint_model) -> KeypointScores:
+        """OKS AP of ``keypoint_model`` on the set's detected persons."""
+        results = self.results(keypoint_model.predict_many(self.images, self.boxes))
+        return evaluate(self.ground_truth, records_from_results(self.ground_truth, results))

@@ -10,22 +10,20 @@ The AP table is printed on the terminal (always, not only with ``-s``).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from streampose.evaluation import (GroundTruth, KeypointScores, evaluate, records_from_paddlex_dir,
-                                   records_from_results)
-from streampose.inputs import read_image
+from streampose.evaluation import (EVAL_SETS, EvalSet, GroundTruth, KeypointScores, evaluate,
+                                   records_from_paddlex_dir, records_from_results)
 from streampose.models.keypoints import KeypointModel
 from streampose.models.registry import load_model_files
 from streampose.runtime import RuntimeOptions, create_session
 
 DET_THRESHOLD = 0.5
 AP_SLACK = 0.005
-SETS = {"coco_mini": "test_coco.json", "coco_train80": "annotations.json"}
+SETS = EVAL_SETS
 MODELS = {"128x96": "PP-TinyPose_128x96", "256x192": "PP-TinyPose_256x192"}
 # Keypoint settings compared in the table → KeypointModel keyword arguments.
 SETTINGS = {
@@ -55,41 +53,13 @@ README_AP = {
 }
 
 
-@dataclass
-class EvalSet:
-    ground_truth: GroundTruth
-    images: list[np.ndarray]
-    names: list[str]
-    boxes: list[np.ndarray]
-    det_scores: list[np.ndarray]
-
-
-def paddlex_style_results(data: EvalSet, poses) -> dict[str, list[dict]]:
-    """Per file name, each person as PaddleX saves it (box, det score, joints, kpt score)."""
-    return {
-        name: [{"coordinate": box.tolist(), "det_score": float(score),
-                "keypoints": pose.keypoints[index], "kpt_score": float(pose.scores[index])}
-               for index, (box, score) in enumerate(zip(boxes, det_scores))]
-        for name, boxes, det_scores, pose in zip(data.names, data.boxes, data.det_scores, poses)
-    }
-
-
 @pytest.fixture(scope="module")
 def eval_sets(paddle_pipeline, data_dir: Path) -> dict[str, EvalSet]:
     """Images and detections of both sets: the detector runs once per image."""
     detector = paddle_pipeline.detector
     assert detector.model_name == "PicoDet-S_pedestrian_320"
-    sets = {}
-    for name, annotation in SETS.items():
-        ground_truth = GroundTruth.load(data_dir / name / annotation)
-        paths = ground_truth.image_paths()
-        images = [read_image(path) for path in paths]
-        # One image per call, as PaddleX ran them: batched oneDNN convolutions differ in the last
-        # bits, and small persons turn a 1e-3 px box change into a 0.1 px joint change.
-        found = [detector.predict([image], DET_THRESHOLD)[0] for image in images]
-        sets[name] = EvalSet(ground_truth, images, [path.name for path in paths],
-                             [item.boxes for item in found], [item.scores for item in found])
-    return sets
+    return {name: EvalSet.detect(data_dir / name / annotation, detector, DET_THRESHOLD)
+            for name, annotation in SETS.items()}
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +87,7 @@ def outcomes(eval_sets, sessions):
             files, session = sessions(size)
             model = KeypointModel(files, session=session, **SETTINGS[setting])
             data = eval_sets[set_name]
-            results = paddlex_style_results(data, model.predict_many(data.images, data.boxes))
+            results = data.results(model.predict_many(data.images, data.boxes))
             cache[key] = (results, evaluate(data.ground_truth, records_from_results(data.ground_truth, results)))
         return cache[key]
 
@@ -259,7 +229,7 @@ def test_the_run_commands_pose_model_scores_at_least_paddlex(eval_sets, stream_k
     accuracy on PaddleX's boxes: measured 0.600 / 0.328 (coco_mini / coco_train80) in bf16 with
     the heatmap head in f32, and 0.600 / 0.319 in f32; PaddleX 0.600 / 0.319."""
     data = eval_sets[set_name]
-    results = paddlex_style_results(data, stream_keypoints.predict_many(data.images, data.boxes))
+    results = data.results(stream_keypoints.predict_many(data.images, data.boxes))
     ours = evaluate(data.ground_truth, records_from_results(data.ground_truth, results))
     theirs = paddlex_scores(set_name, "base_128x96")
     session = stream_keypoints.session
