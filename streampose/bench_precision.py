@@ -29,7 +29,6 @@ from streampose.evaluation import (EVAL_SETS, REFERENCE_THRESHOLD, EvalSet, Grou
 
 # PaddleX's reference figures were made with this detector (at REFERENCE_THRESHOLD).
 REFERENCE_DETECTOR = "PicoDet-S_pedestrian_320"
-PRECISIONS = ("f32", "bf16", "int8")
 
 
 @dataclass

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from streampose.config import STREAM_PRESET
+from streampose.config import PRECISIONS, STREAM_PRESET
 from streampose.errors import ConfigError, InputError, StreamposeError
 
 DEFAULT_DET_INTERVAL = 3
@@ -101,7 +101,7 @@ def register_commands(commands: argparse._SubParsersAction,
     precision = commands.add_parser(
         "bench-precision", help="speed and OKS AP of the pose model in each precision this machine runs")
     precision.add_argument("--precision", dest="precisions", nargs="+", default=None,
-                           choices=("f32", "bf16", "int8"),
+                           choices=[name for name in PRECISIONS if name != "auto"],
                            help="precisions to measure (default: f32, bf16 where the CPU has it, int8 "
                                 "where `streampose models quantize` made a copy)")
     precision.add_argument("--pose-model", default="PP-TinyPose_128x96",
@@ -110,7 +110,8 @@ def register_commands(commands: argparse._SubParsersAction,
                            help="folder with coco_mini/ and coco_train80/ (and paddlex_reference/); default: "
                                 "$STREAMPOSE_DATA, else ../shared/data")
     precision.add_argument("--sets", nargs="+", default=["coco_mini", "coco_train80"],
-                           choices=("coco_mini", "coco_train80"), help="evaluation sets to score on")
+                           choices=("coco_mini", "coco_train80"),  # evaluation.EVAL_SETS (not imported: numpy)
+                           help="evaluation sets to score on")
     precision.add_argument("--json", dest="json_path", default=None, help="write the report here (else stdout)")
 
     models = commands.add_parser("models", help="model utilities")
