@@ -30,6 +30,7 @@ from streampose.runtime.onnx_export import (
 )
 from streampose.models.folder import find_model_files
 from streampose.runtime.base import ModelFiles, RuntimeOptions
+from streampose.runtime.channel_shuffle import PERMUTE_BY_CONVOLUTION_MAX_CHANNELS
 from streampose.runtime.onnxruntime_backend import OnnxRuntimeSession
 from streampose.runtime.openvino_backend import OpenVinoSession
 from streampose.runtime.paddle_backend import PaddleSession
@@ -294,6 +295,11 @@ def test_openvino_folds_tinyposes_channel_shuffles_without_changing_its_output(s
     assert folded.folded.shuffles == 49  # every ShuffleNetV2 unit of the 128x96 Lite-HRNet
     runtime_ops = {op.get_type_name() for op in folded._dynamic.get_runtime_model().get_ordered_ops()}
     assert not runtime_ops & {"ShuffleChannels", "Transpose"}, runtime_ops
+    # Orders nothing absorbs: narrow tensors are permuted by a 1x1 convolution, wide ones by a Gather.
+    gathered = [op.input_value(0).get_partial_shape()[1].get_length()
+                for op in folded._model.get_ordered_ops() if op.get_type_name() == "Gather"]
+    assert folded.folded.permutations == 7 and len(gathered) == folded.folded.gathers == 13
+    assert min(gathered) > PERMUTE_BY_CONVOLUTION_MAX_CHANNELS
     folded_heatmaps, folded_argmax = folded.run({"image": crops})
     plain_heatmaps, plain_argmax = plain.run({"image": crops})
     assert np.abs(folded_heatmaps - plain_heatmaps).max() < 1e-5

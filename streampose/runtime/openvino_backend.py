@@ -236,7 +236,7 @@ class OpenVinoSession:
         try:
             weights = source.with_suffix(".bin")
             key = content_hash([source, weights] if weights.exists() else [source],
-                               f"folded={self.folded is not None};batch={batch};"
+                               f"folded={self.folded};batch={batch};"
                                f"f32_heads={','.join(self.f32_heads)}")
             return choose_float_precision(core, make_static, key, cache_file, label=str(files.model_dir))
         except Exception as exc:  # noqa: BLE001 - the probe is an optimisation: never fatal
