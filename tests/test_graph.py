@@ -291,7 +291,7 @@ class CallSizes:
 
     def __init__(self, real) -> None:
         self.real, self.sizes = real, []
-        self.streams = real.streams
+        self.streams, self.input_wh = real.streams, real.input_wh
         self._lock = threading.Lock()
 
     def predict_many(self, images, boxes_per_image):
@@ -374,6 +374,31 @@ def test_files_pose_fixed_size_calls_across_frames_with_the_same_results(pipelin
     for (_, keypoints_a), (_, keypoints_b) in zip(packed, alone):
         for person_a, person_b in zip(keypoints_a, keypoints_b):
             np.testing.assert_allclose(person_a, person_b, atol=1e-3)
+    assert wait_for_no_graph_threads() == []
+
+
+def test_files_pose_calls_by_default_hold_fewer_large_crops(pipeline, model_home, clip):
+    """Without ``pose_batch`` a file's calls hold 8 crops of 128x96 but 4 of 256x192: larger crops
+    fill the caches with fewer persons (runner.POSE_BATCH_* has the measurements)."""
+    from streampose.models.folder import find_model_files  # noqa: PLC0415
+    from streampose.models.keypoints import KeypointModel  # noqa: PLC0415
+    from streampose.runtime import RuntimeOptions  # noqa: PLC0415
+
+    large = KeypointModel(find_model_files(model_home / "PP-TinyPose_256x192"),
+                          RuntimeOptions(backend=fastest_backend()))
+    sizes = {}
+    for name, real in (("128x96", pipeline.keypoint_model), ("256x192", large)):
+        model = CallSizes(real)
+        source = VideoFileSource(clip)
+        graph = StreamGraph(source, pipeline.detector, model,
+                            StreamSettings(det_interval=3, queue_size=2, det_threshold=pipeline.det_threshold),
+                            [lambda output: None])
+        graph.run()
+        source.close()
+        sizes[name] = model.sizes
+    assert sum(sizes["128x96"]) == sum(sizes["256x192"]) > 2 * CLIP_FRAMES
+    assert max(sizes["128x96"]) == 8 and max(sizes["256x192"]) == 4
+    assert sizes["256x192"].count(4) >= sum(sizes["256x192"]) // 4 - 2
     assert wait_for_no_graph_threads() == []
 
 

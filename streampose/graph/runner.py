@@ -52,8 +52,9 @@ class StreamSettings:
     queue_size: int = 4
     # Pose calls run at once; None: as many as the pose model runs in parallel (its ``streams``).
     pose_workers: int | None = None
-    # Persons per pose call for files, across frames (live sources pose each frame alone).
-    pose_batch: int = 8
+    # Persons per pose call for files, across frames (live sources pose each frame alone);
+    # None: by the pose model's input size (:func:`pose_batch_for`).
+    pose_batch: int | None = None
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
 
 
@@ -87,6 +88,24 @@ def _joined(parts: list[PoseBatch]) -> PoseBatch:
         return parts[0]
     return PoseBatch(np.concatenate([part.keypoints for part in parts]),
                      np.concatenate([part.scores for part in parts]))
+
+
+# Persons per pose call for files, by crop size. Measured on the AVX2 EPYC (f32, one thread, ms
+# of CPU per person at batch 1 / 2 / 3 / 4 / 6 / 8): TinyPose 256x192 14.9 / 14.2 / 14.0 / 14.1 /
+# 14.7 / 15.1, and vtest.avi in the graph 18.2-18.3 fps at 4 against 17.3-17.5 at 8 and 16.7-17.2
+# at 2; 128x96 is flat from 8 to 16 (3.67 / 3.64 / 3.64 at 8 / 12 / 16) and slower below 8.
+# Larger crops fill the caches with fewer persons.
+POSE_BATCH_SMALL_CROPS = 8
+POSE_BATCH_LARGE_CROPS = 4
+SMALL_CROP_PIXELS = 128 * 96
+
+
+def pose_batch_for(settings: StreamSettings, keypoint_model: KeypointModel) -> int:
+    """Persons per file pose call: the settings' count, else by the pose model's input size."""
+    if settings.pose_batch is not None:
+        return max(1, int(settings.pose_batch))
+    width, height = keypoint_model.input_wh
+    return POSE_BATCH_SMALL_CROPS if width * height <= SMALL_CROP_PIXELS else POSE_BATCH_LARGE_CROPS
 
 
 def pose_workers_for(settings: StreamSettings, keypoint_model: KeypointModel) -> int:
@@ -136,7 +155,7 @@ class StreamGraph:
         self.decoded: StageQueue[_Work] = StageQueue(min(size, 2) if live else size, self.stop_event,
                                                      drop_oldest=live)
         # At most half a call's worth of frames per call: sparse scenes do not pile frames up.
-        batch = max(1, int(settings.pose_batch))
+        batch = pose_batch_for(settings, keypoint_model)
         self.packer = (FrameSplitter(self.pose_workers) if live
                        else PersonPacker(batch, max_frames=max(1, batch // 2)))
         self.to_pose: list[StageQueue[Chunk[_Work]]] = [StageQueue(inner, self.stop_event)
