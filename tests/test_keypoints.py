@@ -8,6 +8,7 @@ the heatmap convention the models were trained with.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import cv2
@@ -310,3 +311,26 @@ def test_onednn_off_gives_the_same_keypoints(paddle_pipeline, sample_images, sam
     for first, second in zip(on, off):
         np.testing.assert_allclose(first.keypoints[..., :2], second.keypoints[..., :2], atol=1e-3)
         np.testing.assert_allclose(first.keypoints[..., 2], second.keypoints[..., 2], atol=1e-5)
+
+
+def test_two_threads_posing_at_once_get_the_poses_of_one_thread_alone(paddle_pipeline, sample_images,
+                                                                      sample_boxes) -> None:
+    """Crops and input tensors are reused per thread (streampose/models/scratch.py): two
+    threads posing different images at once must not see each other's crops."""
+    model = paddle_pipeline.keypoint_model
+    expected = [model.predict(image, boxes) for image, boxes in zip(sample_images, sample_boxes)]
+    failures: list[str] = []
+
+    def keep_posing(order: list[int]) -> None:
+        for _ in range(6):
+            for index in order:
+                got = model.predict(sample_images[index], sample_boxes[index])
+                if not np.allclose(got.keypoints, expected[index].keypoints, atol=1e-4):
+                    failures.append(f"image {index}")
+
+    threads = [threading.Thread(target=keep_posing, args=(order,)) for order in ([0, 1, 2], [2, 1, 0])]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []

@@ -15,9 +15,12 @@ from streampose.errors import ModelError
 from streampose.models.folder import read_model_config
 from streampose.models.nms import multiclass_nms
 from streampose.models.preprocess import ImageRecord, build_detector_ops, planar_split
+from streampose.models.scratch import ThreadScratch
 from streampose.runtime import InferenceSession, ModelFiles, RuntimeOptions, create_session
 
 DEFAULT_THRESHOLD = 0.5
+# Largest detector batch (images) whose input buffer a thread keeps for reuse (models/scratch.py).
+SCRATCH_IMAGES = 8
 
 
 @dataclass
@@ -54,6 +57,7 @@ class Detector:
         self.nms_top_k = int(nms.get("nms_top_k", 1000))
         self.nms_keep_top_k = int(nms.get("keep_top_k", 100))
         self.session = session or create_session(files, options or RuntimeOptions())
+        self._scratch = ThreadScratch(SCRATCH_IMAGES)
         self.input_names = list(self.session.input_names)
         if "image" not in self.input_names:
             raise ModelError(f"model {files.model_dir}: detector has no input named 'image' ({self.input_names})")
@@ -104,7 +108,7 @@ class Detector:
             records.append(record)
             resized.append(image)
         height, width = resized[0].shape[:2]
-        batch = np.empty((len(images), 3, height, width), np.float32)
+        batch = self._scratch.array("batch", (len(images), 3, height, width), np.float32)
         for slot, (image, record) in enumerate(zip(resized, records)):
             normalize.into_planes(image, record, batch[slot])
         return batch, tuple(records)
