@@ -1,5 +1,5 @@
-"""Reused per-thread input buffers: reuse within a thread, never across threads or calls that
-are still using them, and real poses unchanged when two threads pose at once."""
+"""Reused per-thread input buffers: reuse within a thread, never across threads, growth, and
+the limit above which nothing is kept (real poses from two threads at once: test_keypoints.py)."""
 
 from __future__ import annotations
 

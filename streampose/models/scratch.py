@@ -4,8 +4,9 @@ A model call's input arrays (8 TinyPose crops of 128x96: 1.5 MB; a 320x320 detec
 one: 1.2 MB) allocated afresh each call come from newly mapped memory, and the kernel's page
 faults and page zeroing cost more than filling them (measured in the graph on vtest.avi: the
 pose workers spent a quarter of their own CPU in the kernel). The buffers are per thread because
-the graph's pose workers and a server's request threads call one model at once, and only for
-calls of up to ``max_rows`` images or crops, so an occasional huge crowd does not stay allocated.
+one model is called at once by a graph's two pose workers and by every graph sharing it (one per
+camera in ``bench-streams``); a thread's buffers go with it when it ends. Only calls of up to
+``max_rows`` images or crops are kept, so an occasional huge crowd does not stay allocated.
 """
 
 from __future__ import annotations
