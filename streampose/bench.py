@@ -10,6 +10,7 @@ person in a batched pose call. Results print as a rich table and as JSON.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import resource
@@ -172,38 +173,53 @@ def run_live(pipeline: Any, video: str, fps: float, det_interval: int) -> dict:
 
 
 def run_naive(pipeline: Any, video: str, frames: int, output: Path) -> dict:
-    """Decode → detect every frame → pose one crop per call → render → encode, one thread."""
+    """Decode → detect every frame → pose one crop per call → render → encode, one thread.
+
+    Timed, like PaddleX, on ``frames`` frames spread over the whole video after a few untimed
+    ones (:func:`spread_frame_plan`): one pose call per person makes its rate follow the crowd,
+    and vtest.avi's first frames hold fewer persons than the rest, which made the baseline look
+    faster than it is. Each timed frame's clock includes decoding it; frames outside the plan are
+    decoded (a video cannot be skipped through) but neither timed nor processed.
+    """
     import av  # noqa: PLC0415
 
     from streampose.render import SkeletonAnnotator  # noqa: PLC0415
     from streampose.sinks.video import VideoWriter  # noqa: PLC0415
 
     annotator = SkeletonAnnotator()
-    persons = 0
-    count = 0
-    started = time.perf_counter()
+    persons = count = 0
+    seconds = 0.0
     with av.open(video) as container:
         stream = container.streams.video[0]
+        warmup, timed = spread_frame_plan(int(stream.frames or 0), frames)
+        last = max(timed)
+        decoded = container.decode(stream)
         writer = None
-        for frame in container.decode(stream):
-            if count >= frames:
+        for index in itertools.count():
+            started = time.perf_counter()
+            frame = next(decoded, None)
+            if frame is None or index > last:
                 break
+            if index not in warmup and index not in timed:
+                continue
             image = frame.to_ndarray(format="bgr24")
             found = pipeline.detector.predict([image], pipeline.det_threshold)[0]
             drawn = []
             for box in found.boxes:
                 pose = pipeline.keypoint_model.predict(image, box[None])
                 drawn.append(_Drawn(box, pose.keypoints[0]))
-            persons += len(drawn)
             annotator.annotate(image, drawn)
             if writer is None:
                 writer = VideoWriter(output, stream.average_rate or 25, (image.shape[1], image.shape[0]))
             writer.write(image)
-            count += 1
+            if index in timed:
+                seconds += time.perf_counter() - started
+                persons += len(drawn)
+                count += 1
         if writer is not None:
             writer.close()
-    seconds = time.perf_counter() - started
-    return {"frames": count, "seconds": seconds, "fps": count / seconds, "persons_per_frame": persons / max(count, 1)}
+    return {"frames": count, "warmup_frames": len(warmup), "seconds": seconds,
+            "fps": count / seconds if seconds > 0 else 0.0, "persons_per_frame": persons / max(count, 1)}
 
 
 @dataclass
@@ -214,14 +230,15 @@ class _Drawn:
     det_score: float = 0.0
 
 
-# Frames PaddleX runs before its clock starts, so the ratio is taken against its steady rate.
-PADDLEX_WARMUP_FRAMES = 3
+# Frames PaddleX and the naive loop run before their clocks start, so the ratios are taken
+# against their steady rates.
+WARMUP_FRAMES = 3
 
 
 def run_paddlex(video: str, frames: int, model_home: Path) -> dict | None:
     """The real PaddleX pipeline frame by frame, when paddlex is importable: ``frames`` frames
-    spread over the whole video (:func:`paddlex_frame_plan`), timed per call after
-    :data:`PADDLEX_WARMUP_FRAMES` untimed ones."""
+    spread over the whole video (:func:`spread_frame_plan`), timed per call after
+    :data:`WARMUP_FRAMES` untimed ones."""
     try:
         from paddlex import create_pipeline as paddlex_pipeline  # noqa: PLC0415
     except ImportError:
@@ -253,7 +270,7 @@ def run_paddlex(video: str, frames: int, model_home: Path) -> dict | None:
     with av.open(video) as container:
         stream = container.streams.video[0]
         total = int(stream.frames or 0)  # 0: the container does not say
-        warmup, timed = paddlex_frame_plan(total, frames)
+        warmup, timed = spread_frame_plan(total, frames)
         for index, frame in enumerate(container.decode(stream)):
             if index not in warmup and index not in timed:
                 continue  # decoded (a video cannot be skipped through), not converted or timed
@@ -271,19 +288,20 @@ def run_paddlex(video: str, frames: int, model_home: Path) -> dict | None:
             "fps": count / seconds if seconds > 0 else 0.0, "persons_per_frame": persons / max(count, 1)}
 
 
-def paddlex_frame_plan(total: int, frames: int) -> tuple[set[int], set[int]]:
-    """Which frames PaddleX runs untimed (its first few) and which it is timed on.
+def spread_frame_plan(total: int, frames: int) -> tuple[set[int], set[int]]:
+    """Which frames a frame-by-frame baseline runs untimed (its first few) and which it is timed on.
 
-    PaddleX poses one person per call, so its rate depends on the crowd: the timed frames are
-    spread evenly over the whole video, so they hold the same crowds as the run it is compared
-    with (vtest.avi: 5.6 persons per frame over the video, 4.1 in its first 60 frames, which made
-    PaddleX look ~20% faster than it is there). With the length unknown, the first frames.
+    PaddleX and the naive loop pose one person per call, so their rate depends on the crowd: the
+    timed frames are spread evenly over the whole video, so they hold the same crowds as the run
+    they are compared with (vtest.avi: 5.6 persons per frame over the video, 4.1 in its first 60
+    frames, which made PaddleX look ~20% faster than it is there). With the length unknown, the
+    first frames.
     """
-    warmup = set(range(PADDLEX_WARMUP_FRAMES))
-    if total <= PADDLEX_WARMUP_FRAMES + frames:
-        return warmup, set(range(PADDLEX_WARMUP_FRAMES, PADDLEX_WARMUP_FRAMES + frames))
-    span = total - PADDLEX_WARMUP_FRAMES
-    return warmup, {PADDLEX_WARMUP_FRAMES + (position * span) // frames for position in range(frames)}
+    warmup = set(range(WARMUP_FRAMES))
+    if total <= WARMUP_FRAMES + frames:
+        return warmup, set(range(WARMUP_FRAMES, WARMUP_FRAMES + frames))
+    span = total - WARMUP_FRAMES
+    return warmup, {WARMUP_FRAMES + (position * span) // frames for position in range(frames)}
 
 
 def pose_cost_per_person(pipeline: Any, video: str) -> dict:

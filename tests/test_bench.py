@@ -15,10 +15,11 @@ import sys
 import numpy as np
 import pytest
 
-from streampose.bench import PADDLEX_WARMUP_FRAMES, compare_with_reference, paddlex_frame_plan
+from streampose.bench import WARMUP_FRAMES, compare_with_reference, spread_frame_plan
 from test_graph import write_vtest_clip
 
 CLIP_FRAMES = 40
+NAIVE_FRAMES = 8
 
 
 @pytest.fixture(scope="module")
@@ -58,31 +59,33 @@ def test_missing_and_shifted_persons_lower_recall_and_precision_by_their_share(r
     assert first["recall"] == pytest.approx((persons - 1) / persons)
 
 
-def test_paddlex_is_timed_on_frames_holding_the_crowds_of_the_whole_video(reference_frames):
-    """PaddleX poses one person per call, so the frames it is timed on must have the video's
-    crowds: its own output on vtest.avi has 4.1 persons per frame in the first 60 frames and
-    5.6 over the whole video, which made it look ~20% faster than it is there."""
+def test_baselines_are_timed_on_frames_holding_the_crowds_of_the_whole_video(reference_frames):
+    """PaddleX and the naive loop pose one person per call, so the frames they are timed on must
+    have the video's crowds: PaddleX's own output on vtest.avi has 4.1 persons per frame in the
+    first 60 frames and 5.6 over the whole video, which made a baseline timed on the first frames
+    look ~20% faster than it is there."""
     total = len(reference_frames)
-    warmup, timed = paddlex_frame_plan(total, 60)
-    assert warmup == set(range(PADDLEX_WARMUP_FRAMES)) and not warmup & timed and len(timed) == 60
+    warmup, timed = spread_frame_plan(total, 60)
+    assert warmup == set(range(WARMUP_FRAMES)) and not warmup & timed and len(timed) == 60
     ordered = sorted(timed)
     gaps = np.diff(ordered)
-    assert ordered[0] == PADDLEX_WARMUP_FRAMES and ordered[-1] >= total - gaps.max() - 1
+    assert ordered[0] == WARMUP_FRAMES and ordered[-1] >= total - gaps.max() - 1
     assert gaps.min() >= gaps.max() - 1  # evenly spread
     crowd = np.array([len(frame["persons"]) for frame in reference_frames], np.float64)
-    whole, first = crowd.mean(), crowd[PADDLEX_WARMUP_FRAMES:PADDLEX_WARMUP_FRAMES + 60].mean()
+    whole, first = crowd.mean(), crowd[WARMUP_FRAMES:WARMUP_FRAMES + 60].mean()
     assert abs(first / whole - 1) > 0.2  # the old plan's bias, on PaddleX's own detections
     assert abs(crowd[ordered].mean() / whole - 1) < 0.05
     # Length unknown (0) or too short to spread: the frames after the warm-up, in order.
-    assert paddlex_frame_plan(0, 5) == (warmup, set(range(PADDLEX_WARMUP_FRAMES, PADDLEX_WARMUP_FRAMES + 5)))
-    assert paddlex_frame_plan(40, 60)[1] == set(range(PADDLEX_WARMUP_FRAMES, PADDLEX_WARMUP_FRAMES + 60))
+    assert spread_frame_plan(0, 5) == (warmup, set(range(WARMUP_FRAMES, WARMUP_FRAMES + 5)))
+    assert spread_frame_plan(40, 60)[1] == set(range(WARMUP_FRAMES, WARMUP_FRAMES + 60))
 
 
-def test_bench_cli_reports_consistent_figures_and_paddlex_agreement(model_home, samples_dir, reference_dir, tmp_path):
+def test_bench_cli_reports_consistent_figures_and_paddlex_agreement(model_home, samples_dir, reference_dir,
+                                                                     reference_frames, tmp_path):
     clip = write_vtest_clip(samples_dir, tmp_path / "clip.mp4", CLIP_FRAMES)
     report_path = tmp_path / "bench.json"
     command = [sys.executable, "-m", "streampose.cli", "bench", "--video", str(clip), "--no-variants",
-               "--baseline-frames", "20", "--reference", str(reference_dir / "vtest.avi.json"),
+               "--baseline-frames", str(NAIVE_FRAMES), "--reference", str(reference_dir / "vtest.avi.json"),
                "--json", str(report_path)]
     done = subprocess.run(command, capture_output=True, text=True, encoding="utf-8", timeout=600,
                           env={**os.environ, "STREAMPOSE_MODEL_HOME": str(model_home)})
@@ -90,7 +93,14 @@ def test_bench_cli_reports_consistent_figures_and_paddlex_agreement(model_home, 
     report = json.loads(report_path.read_text())
     (entry,) = report["videos"]
     graph, naive = entry["graph"], entry["naive"]
-    assert graph["frames"] == CLIP_FRAMES and naive["frames"] == 20
+    assert graph["frames"] == CLIP_FRAMES and naive["frames"] == NAIVE_FRAMES
+    # The naive loop detects every frame it times, and times the planned frames spread over the
+    # clip: it finds the persons PaddleX found on those same frames (3.5 a frame; the clip's
+    # first 8 frames hold 3.0).
+    _, timed = spread_frame_plan(CLIP_FRAMES, NAIVE_FRAMES)
+    assert naive["warmup_frames"] == WARMUP_FRAMES
+    expected = np.mean([len(reference_frames[index]["persons"]) for index in sorted(timed)])
+    assert naive["persons_per_frame"] == pytest.approx(expected, rel=0.05)
     assert entry["speedup_vs_naive"] == pytest.approx(graph["fps"] / naive["fps"])
     assert graph["fps"] == pytest.approx(graph["frames"] / graph["seconds"])
     assert entry["graph_warm"]["frames"] == CLIP_FRAMES  # the warm second run covers the same clip
