@@ -10,7 +10,6 @@ person in a batched pose call. Results print as a rich table and as JSON.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import resource
@@ -192,18 +191,10 @@ def run_naive(pipeline: Any, video: str, frames: int, output: Path) -> dict:
     persons = count = 0
     seconds = 0.0
     with av.open(video) as container:
-        stream = container.streams.video[0]
-        warmup, timed = spread_frame_plan(int(stream.frames or 0), frames)
-        last = max(timed)
-        decoded = container.decode(stream)
+        rate = container.streams.video[0].average_rate or 25
         writer = None
-        for index in itertools.count():
-            started = time.perf_counter()
-            frame = next(decoded, None)
-            if frame is None or index > last:
-                break
-            if index not in warmup and index not in timed:
-                continue
+        for frame, is_timed, decode_seconds in planned_frames(container, frames):
+            started = time.perf_counter() - decode_seconds
             image = frame.to_ndarray(format="bgr24")
             found = pipeline.detector.predict([image], pipeline.det_threshold)[0]
             drawn = []
@@ -212,16 +203,15 @@ def run_naive(pipeline: Any, video: str, frames: int, output: Path) -> dict:
                 drawn.append(_Drawn(box, pose.keypoints[0]))
             annotator.annotate(image, drawn)
             if writer is None:
-                writer = VideoWriter(output, stream.average_rate or 25, (image.shape[1], image.shape[0]))
+                writer = VideoWriter(output, rate, (image.shape[1], image.shape[0]))
             writer.write(image)
-            if index in timed:
+            if is_timed:
                 seconds += time.perf_counter() - started
                 persons += len(drawn)
                 count += 1
         if writer is not None:
             writer.close()
-    return {"frames": count, "warmup_frames": len(warmup), "seconds": seconds,
-            "fps": count / seconds if seconds > 0 else 0.0, "persons_per_frame": persons / max(count, 1)}
+    return baseline_figures(count, seconds, persons)
 
 
 @dataclass
@@ -270,24 +260,16 @@ def run_paddlex(video: str, frames: int, model_home: Path) -> dict | None:
     persons = count = 0
     seconds = 0.0
     with av.open(video) as container:
-        stream = container.streams.video[0]
-        total = int(stream.frames or 0)  # 0: the container does not say
-        warmup, timed = spread_frame_plan(total, frames)
-        for index, frame in enumerate(container.decode(stream)):
-            if index not in warmup and index not in timed:
-                continue  # decoded (a video cannot be skipped through), not converted or timed
+        total = int(container.streams.video[0].frames or 0)  # 0: the container does not say
+        for frame, is_timed, _ in planned_frames(container, frames):
             started = time.perf_counter()
             results = list(pipeline.predict(frame.to_ndarray(format="bgr24")))
-            if index in timed:
+            if is_timed:
                 seconds += time.perf_counter() - started
                 persons += sum(len(result["boxes"]) for result in results)
                 count += 1
-                if count >= len(timed):
-                    break
     shutil.rmtree(work, ignore_errors=True)
-    return {"frames": count, "warmup_frames": len(warmup), "seconds": seconds,
-            "spread_over_frames": total or None,
-            "fps": count / seconds if seconds > 0 else 0.0, "persons_per_frame": persons / max(count, 1)}
+    return {**baseline_figures(count, seconds, persons), "spread_over_frames": total or None}
 
 
 def spread_frame_plan(total: int, frames: int) -> tuple[set[int], set[int]]:
@@ -304,6 +286,29 @@ def spread_frame_plan(total: int, frames: int) -> tuple[set[int], set[int]]:
         return warmup, set(range(WARMUP_FRAMES, WARMUP_FRAMES + frames))
     span = total - WARMUP_FRAMES
     return warmup, {WARMUP_FRAMES + (position * span) // frames for position in range(frames)}
+
+
+def planned_frames(container: Any, frames: int) -> Iterator[tuple[Any, bool, float]]:
+    """The frames a frame-by-frame baseline runs (:func:`spread_frame_plan`), in order, each with
+    whether it is timed and the seconds its own decode took. Frames outside the plan are decoded
+    (a video cannot be skipped through) and passed over; decoding stops after the last planned one.
+    """
+    stream = container.streams.video[0]
+    warmup, timed = spread_frame_plan(int(stream.frames or 0), frames)
+    decoded = container.decode(stream)
+    for index in range(max(timed) + 1):
+        started = time.perf_counter()
+        frame = next(decoded, None)
+        if frame is None:
+            return
+        if index in warmup or index in timed:
+            yield frame, index in timed, time.perf_counter() - started
+
+
+def baseline_figures(frames: int, seconds: float, persons: int) -> dict:
+    """A baseline's report: its timed frames, their time, rate and crowd."""
+    return {"frames": frames, "warmup_frames": WARMUP_FRAMES, "seconds": seconds,
+            "fps": frames / seconds if seconds > 0 else 0.0, "persons_per_frame": persons / max(frames, 1)}
 
 
 def pose_cost_per_person(pipeline: Any, video: str) -> dict:
